@@ -1,0 +1,51 @@
+# lbha build, test and benchmark entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2026.2.2
+BENCHTIME   ?= 1s
+FUZZTIME    ?= 10s
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all setup build test unit race lint fuzz bench demo clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/lbha ./cmd/lbha
+
+# The README's test command: installs what is missing, then lint, unit,
+# property, golden and namespace tests, then the race detector on the
+# packages that are shared between goroutines.
+test: setup lint unit race
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+race:
+	$(GO) test -count=1 -race -short -timeout 20m ./dest/... ./persist/... ./ipvs/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# A short run of every fuzz target; FUZZTIME=5m for a real campaign.
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# The main job. Until the cluster demo exists it exercises what works:
+# configuration checks, ipvsadm conversion and sync-datagram decoding.
+demo: build
+	@scripts/demo.sh
+
+clean:
+	rm -rf bin
