@@ -150,6 +150,14 @@ func (n *Node) Attach(sw *Switch, ifname string, addrs ...string) {
 		n.MustRun("ip", args...)
 	}
 	n.MustRun("ip", "link", "set", ifname, "up")
+	// IPv6 configures the link-local address and the multicast route only
+	// once the carrier is seen; wait so that callers can send at once.
+	if !WaitFor(3*time.Second, func() bool {
+		out, err := n.Run("ip", "-6", "addr", "show", "dev", ifname, "scope", "link")
+		return err == nil && strings.Contains(out, "fe80::") && !strings.Contains(out, "tentative")
+	}) {
+		n.lab.t.Fatalf("netlab: %s: %s has no usable IPv6 link-local address", n.Name, ifname)
+	}
 }
 
 // SetLink brings the node's end of a link up or down (a link flap).
