@@ -67,8 +67,8 @@ type Node struct {
 
 	stateCh    chan State    // latest value, buffer 1
 	gossipKick chan struct{} // buffer 1
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // nodeMeta is gossiped by memberlist (at most 512 bytes).

@@ -1,8 +1,8 @@
 package cluster
 
 import (
-	"io"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
