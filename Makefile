@@ -44,7 +44,7 @@ bench:
 
 # The main job. Until the cluster demo exists it exercises what works:
 # configuration checks, ipvsadm conversion and sync-datagram decoding.
-demo: build
+demo: setup build
 	@scripts/demo.sh
 
 clean:

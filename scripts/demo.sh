@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job until the cluster demo exists: shows what lbha does today on
+# files shipped in the repository. Needs no root and no network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lbha=bin/lbha
+[ -x "$lbha" ] || { echo "demo: build first (make build)" >&2; exit 1; }
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "lbha config validate examples/lbha.yaml (a director of a two-director + witness cluster)"
+$lbha config validate examples/lbha.yaml
+
+say "lbha config validate on a file with ten different mistakes: every one located"
+$lbha config validate cmd/lbha/testdata/config/ten-mistakes.yaml || echo "(exit status $?)"
+
+say "lbha config export-ipvsadm examples/lbha.yaml: the services as ipvsadm -Sn prints them"
+$lbha config export-ipvsadm examples/lbha.yaml
+
+say "round trip: ipvsadm -Sn -> lbha YAML -> ipvsadm -Sn"
+save=cmd/lbha/testdata/config/features.save
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+$lbha config import-ipvsadm "$save" >"$tmp/services.yaml"
+head -n 20 "$tmp/services.yaml"; echo "  ..."
+$lbha config export-ipvsadm "$tmp/services.yaml" >"$tmp/back.save"
+if diff -u "$save" "$tmp/back.save"; then echo "identical: $(wc -l <"$save") lines"; fi
+
+say "lbha sync decode: sync datagrams captured from a real Linux 6.1 kernel (SIP persistence engine)"
+$lbha sync decode syncd/wire/testdata/sip-pe.hex | head -n 12
+
+say "the same, as JSON (first entry)"
+$lbha sync decode --json syncd/wire/testdata/v1-tcp-persist.hex | head -n 1 | cut -c1-400
+echo
