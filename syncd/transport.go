@@ -167,7 +167,6 @@ func (s *Sender) Close() error { return s.conn.Close() }
 // there.
 type Receiver struct {
 	conn *net.UDPConn
-	oob  []byte
 }
 
 // ListenReceiver opens a receiver.
