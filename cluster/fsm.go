@@ -31,10 +31,16 @@ type command struct {
 	Op     string    `json:"op"`
 	Doc    []byte    `json:"doc,omitempty"`
 	Source string    `json:"source,omitempty"`
+	Node   string    `json:"node,omitempty"`
 	Time   time.Time `json:"time"`
 }
 
-const opSetConfig = "set-config"
+const (
+	opSetConfig = "set-config"
+	// opPrefer records the operator's choice of master (lbha failover):
+	// preemption never takes mastership away from the preferred node.
+	opPrefer = "prefer"
+)
 
 // applyResult is what FSM.Apply returns through raft's ApplyFuture.
 type applyResult struct {
@@ -48,8 +54,9 @@ type applyResult struct {
 // fails to apply an entry.
 type configFSM struct {
 	mu      sync.RWMutex
-	history []Revision // ascending by Version; only the last historyLimit keep Doc
-	notify  chan struct{}
+	history   []Revision // ascending by Version; only the last historyLimit keep Doc
+	preferred string     // the operator's preferred master, "" if none
+	notify    chan struct{}
 }
 
 func newConfigFSM() *configFSM {
@@ -86,6 +93,11 @@ func (f *configFSM) Apply(l *raft.Log) any {
 		default:
 		}
 		return applyResult{Version: v}
+	case opPrefer:
+		f.mu.Lock()
+		f.preferred = c.Node
+		f.mu.Unlock()
+		return applyResult{}
 	default:
 		return applyResult{Err: fmt.Errorf("cluster: unknown operation %q in log entry %d", c.Op, l.Index)}
 	}
@@ -99,6 +111,13 @@ func (f *configFSM) Current() (Revision, bool) {
 		return Revision{}, false
 	}
 	return f.history[len(f.history)-1], true
+}
+
+// Preferred returns the operator's preferred master.
+func (f *configFSM) Preferred() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.preferred
 }
 
 // Get returns one version.
@@ -130,18 +149,18 @@ func (f *configFSM) History() []Revision {
 func (f *configFSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return fsmSnapshot(append([]Revision(nil), f.history...)), nil
+	return fsmSnapshot{History: append([]Revision(nil), f.history...), Preferred: f.preferred}, nil
 }
 
 // Restore implements raft.FSM.
 func (f *configFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var h []Revision
-	if err := json.NewDecoder(rc).Decode(&h); err != nil {
+	var snap fsmSnapshot
+	if err := json.NewDecoder(rc).Decode(&snap); err != nil {
 		return fmt.Errorf("cluster: restore snapshot: %w", err)
 	}
 	f.mu.Lock()
-	f.history = h
+	f.history, f.preferred = snap.History, snap.Preferred
 	f.mu.Unlock()
 	select {
 	case f.notify <- struct{}{}:
@@ -150,10 +169,13 @@ func (f *configFSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot []Revision
+type fsmSnapshot struct {
+	History   []Revision `json:"history"`
+	Preferred string     `json:"preferred,omitempty"`
+}
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode([]Revision(s)); err != nil {
+	if err := json.NewEncoder(sink).Encode(s); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("cluster: write snapshot: %w", err)
 	}

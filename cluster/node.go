@@ -338,6 +338,7 @@ func (n *Node) stepOnce(now time.Time) {
 		leader:     leader,
 		leaseValid: leader && valid,
 		preempt:    n.cfg.Preempt,
+		preferred:  n.fsm.Preferred(),
 		others:     n.otherCandidates(),
 	}
 	out := step(in)
@@ -567,6 +568,25 @@ type Member struct {
 	Leader   bool   `json:"leader"`
 }
 
+// LeaderAPI returns the API address the current leader published, "" if
+// unknown.
+func (n *Node) LeaderAPI() string {
+	_, leader := n.raft.LeaderWithID()
+	if leader == "" || n.ml == nil {
+		return ""
+	}
+	for _, m := range n.ml.Members() {
+		if m.Name != string(leader) {
+			continue
+		}
+		var meta nodeMeta
+		if json.Unmarshal(m.Meta, &meta) == nil {
+			return meta.API
+		}
+	}
+	return ""
+}
+
 // Members lists the raft configuration joined with the gossip view.
 func (n *Node) Members() []Member {
 	byName := map[string]*Member{}
@@ -672,6 +692,15 @@ func (n *Node) Failover(to string, force bool) (string, error) {
 		case !found.Warm:
 			return "", fmt.Errorf("%w: %s has not finished its sync (not warm); use --force to override", ErrRefused, to)
 		}
+	}
+	// Record the choice first, so that preemption does not hand mastership
+	// straight back to a director of higher priority.
+	b, err := json.Marshal(command{Op: opPrefer, Node: to, Time: time.Now().UTC()})
+	if err != nil {
+		return "", err
+	}
+	if err := n.raft.Apply(b, 2*time.Second).Error(); err != nil {
+		return "", fmt.Errorf("cluster: record %s as preferred master: %w", to, err)
 	}
 	if err := n.transferTo(to); err != nil {
 		return "", fmt.Errorf("cluster: transfer to %s: %w", to, err)

@@ -77,7 +77,10 @@ type stepInput struct {
 	leader     bool // raft says this node leads
 	leaseValid bool // leadership confirmed by a quorum within the lease
 	preempt    bool
-	others     []candidate
+	// preferred is the operator's last choice of master (lbha failover):
+	// it is never preempted while it can be master.
+	preferred string
+	others    []candidate
 }
 
 // stepOutput is what the node must do.
@@ -103,7 +106,8 @@ type stepOutput struct {
 //     best healthy director at once;
 //   - a director that leads with a valid lease is MASTER; with preemption
 //     on, it hands leadership to a healthy, warm director of strictly
-//     higher priority (the best one);
+//     higher priority (the best one), unless it is the master the operator
+//     chose with lbha failover;
 //   - anything else is BACKUP, including a leader whose lease lapsed: it
 //     must not hold VIPs until a quorum confirms it again.
 func step(in stepInput) stepOutput {
@@ -122,7 +126,7 @@ func step(in stepInput) stepOutput {
 		return out
 	case in.leader && in.leaseValid:
 		out := stepOutput{state: StateMaster}
-		if in.preempt {
+		if in.preempt && in.preferred != in.self.Name {
 			out.transferTo = bestDirector(in.others, func(c candidate) bool {
 				return c.Warm && c.Priority > in.self.Priority
 			})

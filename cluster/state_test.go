@@ -64,3 +64,16 @@ func TestStep(t *testing.T) {
 		})
 	}
 }
+
+func TestStepPreferredMasterIsNotPreempted(t *testing.T) {
+	self := candidate{Name: "a", Role: RoleDirector, Priority: 100, Alive: true, Healthy: true, Warm: true}
+	b := candidate{Name: "b", Role: RoleDirector, Priority: 200, Alive: true, Healthy: true, Warm: true}
+	in := stepInput{self: self, leader: true, leaseValid: true, preempt: true, preferred: "a", others: []candidate{b}}
+	if got := step(in); got.transferTo != "" {
+		t.Fatalf("the operator's preferred master was preempted: %+v", got)
+	}
+	in.preferred = "b"
+	if got := step(in); got.transferTo != "b" {
+		t.Fatalf("a non-preferred master was not preempted: %+v", got)
+	}
+}

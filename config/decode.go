@@ -583,6 +583,7 @@ func (d *decoder) cluster(v *yaml.Node, p string, cl *Cluster) {
 		}},
 		{"raft_port", func(v *yaml.Node, p string) { d.int(v, p, &cl.RaftPort) }},
 		{"gossip_port", func(v *yaml.Node, p string) { d.int(v, p, &cl.GossipPort) }},
+		{"api_port", func(v *yaml.Node, p string) { d.int(v, p, &cl.APIPort) }},
 		{"timing", func(v *yaml.Node, p string) {
 			d.mapping(v, p, []key{
 				{"heartbeat", func(v *yaml.Node, p string) { d.duration(v, p, &cl.Timing.Heartbeat) }},

@@ -142,6 +142,7 @@ func marshalConfig(c *Config) *yaml.Node {
 	}
 	putInt(cm, "raft_port", cl.RaftPort, dcl.RaftPort)
 	putInt(cm, "gossip_port", cl.GossipPort, dcl.GossipPort)
+	putInt(cm, "api_port", cl.APIPort, dcl.APIPort)
 	tm := newMap()
 	putDur(tm, "heartbeat", cl.Timing.Heartbeat, dcl.Timing.Heartbeat)
 	putDur(tm, "election", cl.Timing.Election, dcl.Timing.Election)

@@ -84,7 +84,10 @@ type Cluster struct {
 	Peers      []Peer
 	RaftPort   int // default 7000
 	GossipPort int // default 7946
-	Timing     Timing
+	// APIPort is the TCP port of the peer API on BindAddress, through which
+	// nodes forward operator requests to the leader (default 7001).
+	APIPort int
+	Timing  Timing
 	// Preempt lets a healthier director with a higher priority take over
 	// from the current master (default true), after PreemptDelay.
 	Preempt         bool
@@ -411,6 +414,7 @@ const (
 	DefaultDataDir    = "/var/lib/lbha"
 	DefaultRaftPort   = 7000
 	DefaultGossipPort = 7946
+	DefaultAPIPort    = 7001
 	DefaultSocket     = "/run/lbha/lbha.sock"
 	DefaultSyncPort   = 8848
 	DefaultScheduler  = "wlc"
@@ -431,6 +435,7 @@ func Default() *Config {
 		Cluster: Cluster{
 			RaftPort:   DefaultRaftPort,
 			GossipPort: DefaultGossipPort,
+			APIPort:    DefaultAPIPort,
 			Timing: Timing{
 				Heartbeat: 100 * time.Millisecond,
 				Election:  100 * time.Millisecond,

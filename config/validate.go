@@ -159,8 +159,12 @@ func (c *Config) validateCluster(ps *problems) {
 	}
 	checkPort(ps, "cluster.raft_port", cl.RaftPort)
 	checkPort(ps, "cluster.gossip_port", cl.GossipPort)
+	checkPort(ps, "cluster.api_port", cl.APIPort)
 	if cl.RaftPort == cl.GossipPort && cl.RaftPort != 0 {
 		ps.add("cluster.gossip_port", "must differ from raft_port (both use TCP)")
+	}
+	if cl.APIPort != 0 && (cl.APIPort == cl.RaftPort || cl.APIPort == cl.GossipPort) {
+		ps.add("cluster.api_port", "must differ from raft_port and gossip_port")
 	}
 	t := cl.Timing
 	ok := true

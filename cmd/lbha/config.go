@@ -19,11 +19,18 @@ func init() { addCommand(newConfigCmd) }
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
-		Short: "Check and convert lbha configuration files",
+		Short: "Check, convert and replicate lbha configuration",
 	}
 	cmd.AddCommand(newConfigValidateCmd(), newConfigImportIPVSAdmCmd(), newConfigExportIPVSAdmCmd())
+	for _, f := range configCommandFactories {
+		cmd.AddCommand(f())
+	}
 	return cmd
 }
+
+// configCommandFactories holds further `lbha config` subcommands that other
+// files register from init (apply, show, history talk to the agent).
+var configCommandFactories []func() *cobra.Command
 
 // readInput reads a named file, or standard input for "-".
 func readInput(cmd *cobra.Command, name string) (data []byte, display string, err error) {

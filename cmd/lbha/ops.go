@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lbha/lbha/cluster"
+	"github.com/lbha/lbha/config"
+	"github.com/lbha/lbha/internal/api"
+)
+
+func init() {
+	addCommand(newStatusCmd)
+	addCommand(newMembersCmd)
+	addCommand(newFailoverCmd)
+	configCommandFactories = append(configCommandFactories, newConfigApplyCmd, newConfigShowCmd, newConfigHistoryCmd)
+}
+
+// clientFlags are the flags of every command that talks to an agent.
+type clientFlags struct {
+	socket string
+	json   bool
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	def := os.Getenv("LBHA_SOCKET")
+	if def == "" {
+		def = config.DefaultSocket
+	}
+	cmd.Flags().StringVar(&f.socket, "socket", def, "agent API socket (env LBHA_SOCKET)")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON instead of a table")
+}
+
+func (f *clientFlags) do(cmd *cobra.Command, method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	if err := api.NewClient(f.socket).Do(ctx, method, path, in, out); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's state, term, leader, VIPs and lease",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st api.Status
+			if err := f.do(cmd, http.MethodGet, "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(w, st)
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "node\t%s (%s)\n", st.Name, st.Role)
+			fmt.Fprintf(tw, "state\t%s\n", st.State)
+			fmt.Fprintf(tw, "term\t%d\n", st.Term)
+			fmt.Fprintf(tw, "leader\t%s\n", dash(st.Leader))
+			fmt.Fprintf(tw, "vips held\t%s\n", dash(strings.Join(st.VIPs, ", ")))
+			if st.State == cluster.StateMaster {
+				fmt.Fprintf(tw, "lease left\t%v\n", st.LeaseLeft.Round(time.Millisecond))
+			} else {
+				fmt.Fprintf(tw, "last contact\t%v\n", st.LastContact.Round(time.Millisecond))
+			}
+			fmt.Fprintf(tw, "config version\t%d\n", st.ConfigVersion)
+			if st.Dataplane != "" {
+				fmt.Fprintf(tw, "dataplane\t%s\n", st.Dataplane)
+			}
+			if st.Warning != "" {
+				fmt.Fprintf(tw, "WARNING\t%s\n", st.Warning)
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newMembersCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's nodes with role, state, priority, suffrage and health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ms []cluster.Member
+			if err := f.do(cmd, http.MethodGet, "/v1/members", nil, &ms); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(w, ms)
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tSTATE\tPRIORITY\tSUFFRAGE\tALIVE\tHEALTHY\tWARM\tLEADER")
+			for _, m := range ms {
+				prio := strconv.Itoa(m.Priority)
+				if m.Role == cluster.RoleWitness {
+					prio = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, dash(m.Address), dash(string(m.Role)),
+					m.State, prio, m.Suffrage, yesNo(m.Alive), yesNo(m.Healthy), yesNo(m.Warm), map[bool]string{true: "*"}[m.Leader])
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newFailoverCmd() *cobra.Command {
+	var f clientFlags
+	var req api.FailoverRequest
+	cmd := &cobra.Command{
+		Use:   "failover [--to NODE] [--force]",
+		Short: "Planned switchover: move mastership to another director",
+		Long: "Moves mastership by raft leadership transfer, to --to or to the best other director. " +
+			"Refused when the target is not alive, healthy and warm (its sync complete), unless --force.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp api.FailoverResponse
+			start := time.Now()
+			if err := f.do(cmd, http.MethodPost, "/v1/failover", req, &resp); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"to": resp.To, "took_ms": time.Since(start).Milliseconds()})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "mastership handed to %s in %v\n", resp.To, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.To, "to", "", "target director (default: the best other director)")
+	cmd.Flags().BoolVar(&req.Force, "force", false, "hand over even if the target is not warm or healthy")
+	f.register(cmd)
+	return cmd
+}
+
+func newConfigApplyCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Validate a configuration and replicate it to every node through the leader",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc, name, err := readInput(cmd, args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			// Validate locally first for located messages; the agent
+			// validates again before replicating.
+			if _, err := config.Parse(name, doc); err != nil {
+				if printProblems(cmd.ErrOrStderr(), name, err) {
+					return silentExit(1)
+				}
+				return &exitError{code: 1, err: err}
+			}
+			host, _ := os.Hostname()
+			var resp api.ConfigResponse
+			if err := f.do(cmd, http.MethodPost, "/v1/config", api.ConfigRequest{Doc: doc, Source: "lbha config apply on " + host}, &resp); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "configuration version %d applied\n", resp.Version)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newConfigShowCmd() *cobra.Command {
+	var f clientFlags
+	var version uint64
+	cmd := &cobra.Command{
+		Use:   "show [--version N]",
+		Short: "Print the cluster's configuration (the current one, or version N)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var rev cluster.Revision
+			if err := f.do(cmd, http.MethodGet, "/v1/config?version="+strconv.FormatUint(version, 10), nil, &rev); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), rev)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "# version %d, %s, from %s\n", rev.Version, rev.Time.Format(time.RFC3339), rev.Source)
+			_, err := cmd.OutOrStdout().Write(rev.Doc)
+			return err
+		},
+	}
+	cmd.Flags().Uint64Var(&version, "version", 0, "version to show (0: current)")
+	f.register(cmd)
+	return cmd
+}
+
+func newConfigHistoryCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "List the versions of the cluster's configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var h []cluster.Revision
+			if err := f.do(cmd, http.MethodGet, "/v1/config/history", nil, &h); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), h)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tTIME\tSOURCE\tDIGEST")
+			for _, r := range h {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%.12s\n", r.Version, r.Time.Format(time.RFC3339), r.Source, r.Digest)
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,251 @@
+// Package agent runs an lbha node: it turns the configuration file into a
+// cluster member, serves the operator API (Unix socket for the CLI, TCP
+// peer API for forwarding to the leader), runs the notify hook on every
+// state change, and seeds the replicated configuration from the local file
+// when the cluster has none.
+//
+// The replicated document is a whole lbha configuration file; every node
+// adopts its cluster-wide parts (VIPs and services) and keeps its own
+// node-local parts (identity, addresses, sync interface) from its local
+// file, so a node restarted with an old local file follows the cluster.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lbha/lbha/cluster"
+	"github.com/lbha/lbha/config"
+	"github.com/lbha/lbha/internal/api"
+)
+
+// notifyTimeout bounds a notify command, like keepalived's script timeout.
+const notifyTimeout = 10 * time.Second
+
+// Agent is one running node.
+type Agent struct {
+	cfg  *config.Config
+	doc  []byte // the local configuration file, proposed when the cluster has none
+	log  *slog.Logger
+	node *cluster.Node
+
+	notifyMu sync.Mutex // runs notify commands one at a time, in order
+}
+
+// Options are the agent's run-time settings.
+type Options struct {
+	Config *config.Config
+	Doc    []byte // the bytes Config was parsed from
+	Logger *slog.Logger
+}
+
+// Run starts the node and blocks until ctx ends, then leaves cleanly.
+func Run(ctx context.Context, o Options) error {
+	a := &Agent{cfg: o.Config, doc: o.Doc, log: o.Logger}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	cc, err := clusterConfig(o.Config, a.log)
+	if err != nil {
+		return err
+	}
+	node, err := cluster.Start(cc)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.node = node
+	defer func() {
+		if err := node.Close(); err != nil {
+			a.log.Warn("leaving the cluster", "err", err)
+		}
+	}()
+	node.OnStateChange(a.stateChanged)
+
+	// Operator API on the Unix socket; the peer API on TCP.
+	sock := o.Config.API.Socket
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("agent: socket directory: %w", err)
+	}
+	_ = os.Remove(sock) // a stale socket from a crashed agent
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("agent: API socket %s: %w", sock, err)
+	}
+	defer os.Remove(sock)
+	_ = os.Chmod(sock, 0o660)
+	peerAddr := netip.AddrPortFrom(o.Config.Node.BindAddress, uint16(o.Config.Cluster.APIPort)).String()
+	tl, err := net.Listen("tcp", peerAddr)
+	if err != nil {
+		ul.Close()
+		return fmt.Errorf("agent: peer API on %s: %w", peerAddr, err)
+	}
+	node.SetAPIAddress(peerAddr)
+	h := api.Handler(a, a.log)
+	errc := make(chan error, 2)
+	go func() { errc <- api.Serve(ctx, ul, h) }()
+	go func() { errc <- api.Serve(ctx, tl, h) }()
+	a.log.Info("agent started", "node", o.Config.Node.Name, "role", o.Config.Node.Role,
+		"socket", sock, "peer_api", peerAddr)
+
+	go a.seedConfig(ctx)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("agent: API: %w", err)
+		}
+	}
+	return nil
+}
+
+func clusterConfig(c *config.Config, log *slog.Logger) (cluster.Config, error) {
+	cc := cluster.Config{
+		Name:         c.Node.Name,
+		Role:         cluster.Role(c.Node.Role),
+		Priority:     c.Node.Priority,
+		DataDir:      c.Node.DataDir,
+		Bind:         c.Node.BindAddress,
+		RaftPort:     c.Cluster.RaftPort,
+		GossipPort:   c.Cluster.GossipPort,
+		Preempt:      c.Cluster.Preempt,
+		PreemptDelay: c.Cluster.PreemptDelay,
+		Timing: cluster.Timing{
+			Heartbeat: c.Cluster.Timing.Heartbeat,
+			Election:  c.Cluster.Timing.Election,
+			Lease:     c.Cluster.Timing.Lease,
+		},
+		Logger: log,
+	}
+	if cc.Role == cluster.RoleWitness {
+		cc.Priority = 1 // a witness never competes; the field must be in range
+	}
+	for _, p := range c.Cluster.Peers {
+		cc.Peers = append(cc.Peers, cluster.Peer{Name: p.Name, Addr: p.Address, Role: cluster.Role(p.Role)})
+	}
+	return cc, cc.Validate()
+}
+
+// seedConfig proposes the local file as version 1 when this node leads a
+// cluster that has no configuration yet.
+func (a *Agent) seedConfig(ctx context.Context) {
+	if a.cfg.Node.Role != config.RoleDirector || len(a.doc) == 0 {
+		return
+	}
+	for ctx.Err() == nil {
+		if _, ok := a.node.Config(0); ok {
+			return
+		}
+		if a.node.State() == cluster.StateMaster {
+			v, err := a.node.ApplyConfig(a.doc, a.cfg.Node.Name+" (initial)")
+			if err == nil {
+				a.log.Info("seeded the cluster configuration from the local file", "version", v)
+				return
+			}
+			if !errors.Is(err, cluster.ErrNotLeader) {
+				a.log.Warn("seeding the cluster configuration", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stateChanged runs on the cluster's state goroutine: VIP withdrawal comes
+// first (when the vip manager is wired in), then the notify hook, which runs
+// in the background so that a slow script never delays fencing.
+func (a *Agent) stateChanged(old, new cluster.State) {
+	a.log.Info("node state", "from", old, "to", new)
+	if cmd := a.cfg.Cluster.NotifyCommand; cmd != "" {
+		vips := a.vips()
+		go a.notify(cmd, new, vips)
+	}
+}
+
+func (a *Agent) vips() []string {
+	var out []string
+	for _, v := range a.currentConfig().VIPs {
+		out = append(out, v.Address.String())
+	}
+	return out
+}
+
+// notify runs the notify command with the new state and the VIPs as
+// arguments, with a timeout, and logs its output.
+func (a *Agent) notify(command string, st cluster.State, vips []string) {
+	a.notifyMu.Lock()
+	defer a.notifyMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+	defer cancel()
+	args := append([]string{"-c", command + ` "$@"`, "lbha-notify", st.String()}, vips...)
+	cmd := exec.CommandContext(ctx, "/bin/sh", args...)
+	cmd.Env = append(os.Environ(), "LBHA_STATE="+st.String(), "LBHA_NODE="+a.cfg.Node.Name)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	attrs := []any{"command", command, "state", st, "took", time.Since(start).Round(time.Millisecond), "output", string(out)}
+	switch {
+	case ctx.Err() != nil:
+		a.log.Warn("notify command timed out", append(attrs, "timeout", notifyTimeout)...)
+	case err != nil:
+		a.log.Warn("notify command failed", append(attrs, "err", err)...)
+	default:
+		a.log.Info("notify command ran", attrs...)
+	}
+}
+
+// currentConfig returns the cluster's configuration merged into the local
+// file: VIPs and services from the cluster, everything else local.
+func (a *Agent) currentConfig() *config.Config {
+	rev, ok := a.node.Config(0)
+	if !ok {
+		return a.cfg
+	}
+	cc, err := config.Parse("cluster-v"+strconv.FormatUint(rev.Version, 10), rev.Doc)
+	if err != nil {
+		a.log.Error("replicated configuration does not parse; keeping the local one", "version", rev.Version, "err", err)
+		return a.cfg
+	}
+	merged := *a.cfg
+	merged.VIPs, merged.Services = cc.VIPs, cc.Services
+	return &merged
+}
+
+// The api.Backend implementation.
+
+func (a *Agent) Status() api.Status {
+	st := api.Status{Status: a.node.Status()}
+	st.VIPs = []string{}
+	if st.State == cluster.StateMaster {
+		st.VIPs = a.vips()
+	}
+	return st
+}
+
+func (a *Agent) Members() []cluster.Member { return a.node.Members() }
+
+func (a *Agent) Failover(to string, force bool) (string, error) { return a.node.Failover(to, force) }
+
+func (a *Agent) ApplyConfig(doc []byte, source string) (uint64, error) {
+	if _, err := config.Parse("submitted", doc); err != nil {
+		return 0, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	return a.node.ApplyConfig(doc, source)
+}
+
+func (a *Agent) Config(v uint64) (cluster.Revision, bool) { return a.node.Config(v) }
+
+func (a *Agent) ConfigHistory() []cluster.Revision { return a.node.ConfigHistory() }
+
+func (a *Agent) LeaderAPI() string { return a.node.LeaderAPI() }

@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbha/lbha/internal/netlab"
+)
+
+func TestElectionAndCLI(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	if m == "wit1" {
+		t.Fatal("the witness became master")
+	}
+	out, err := c.cli(c.node("wit1"), "members")
+	if err != nil {
+		t.Fatalf("members: %v\n%s", err, out)
+	}
+	for _, want := range []string{"NODE", "dir1", "dir2", "wit1", "voter", "witness"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("members output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("lbha members:\n%s", out)
+	out, err = c.cli(c.node(m), "status")
+	if err != nil || !strings.Contains(out, "MASTER") || !strings.Contains(out, "lease left") {
+		t.Fatalf("status on the master: %v\n%s", err, out)
+	}
+	t.Logf("lbha status:\n%s", out)
+	// The master seeds the cluster configuration from its file.
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		st, err := c.status(c.node("wit1"))
+		return err == nil && st.ConfigVersion >= 1
+	}) {
+		t.Fatal("the witness never received configuration version 1")
+	}
+}
+
+func TestCrashFailoverKill9(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	start := time.Now()
+	if err := kill(c.node(m), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
+	t.Logf("master %s killed; %s is master after %v (as seen through the CLI)", m, next, time.Since(start).Round(time.Millisecond))
+	if next == "wit1" {
+		t.Fatal("the witness became master")
+	}
+	// The killed node restarts with its raft state (same term or later,
+	// no bootstrap) and rejoins. dir1 has the highest priority and
+	// preemption is on by default, so it takes mastership back, as VRRP
+	// would.
+	before, _ := c.status(c.node(next))
+	c.start(c.node(m))
+	if !netlab.WaitFor(10*time.Second, func() bool {
+		st, err := c.status(c.node(m))
+		return err == nil && st.Leader != "" && st.Term >= before.Term
+	}) {
+		c.dumpLogs()
+		t.Fatalf("%s did not rejoin", m)
+	}
+	want := next
+	if m == "dir1" {
+		want = "dir1"
+	}
+	var got []string
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		got = c.masters(nil)
+		return len(got) == 1 && got[0] == want
+	}) {
+		t.Fatalf("masters after %s rejoined: %v, want [%s]", m, got, want)
+	}
+}
+
+func TestPlannedFailover(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	other := "dir1"
+	if m == "dir1" {
+		other = "dir2"
+	}
+	// Gossip must know the other director before a transfer is allowed.
+	var out string
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		var err error
+		out, err = c.cli(c.node(other), "failover", "--to", other)
+		return err == nil
+	}) {
+		t.Fatalf("failover --to %s (asked on the target, forwarded to the leader): %s", other, out)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+	if got := c.waitMaster(2*time.Second, map[string]bool{m: true}); got != other {
+		t.Fatalf("master is %s, want %s", got, other)
+	}
+	out, err := c.cli(c.node(other), "failover", "--to", "wit1")
+	if err == nil || !strings.Contains(out, "witness") {
+		t.Fatalf("failover to the witness was not refused clearly: %v\n%s", err, out)
+	}
+}
+
+func TestConfigApplyFromBackup(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	backup := "dir1"
+	if m == "dir1" {
+		backup = "dir2"
+	}
+	n := c.node(backup)
+	doc, err := os.ReadFile(n.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = append(doc, []byte("services:\n  - {protocol: tcp, address: 192.0.2.100:80, real_servers: [{address: 198.51.100.11:80}]}\n")...)
+	file := filepath.Join(t.TempDir(), "new.yaml")
+	if err := os.WriteFile(file, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		out, err = c.cli(n, "config", "apply", file)
+		return err == nil
+	}) {
+		t.Fatalf("config apply on backup %s: %v\n%s", backup, err, out)
+	}
+	if !strings.Contains(out, "applied") {
+		t.Fatalf("config apply said: %s", out)
+	}
+	for _, x := range c.nodes {
+		if !netlab.WaitFor(5*time.Second, func() bool {
+			out, err := c.cli(x, "config", "show")
+			return err == nil && strings.Contains(out, "198.51.100.11:80")
+		}) {
+			t.Fatalf("%s never showed the applied configuration", x.name)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("node: {name: x, role: boss}\n"), 0o644)
+	if out, err := c.cli(n, "config", "apply", bad); err == nil || !strings.Contains(out, "bad.yaml:1:") {
+		t.Fatalf("an invalid file was not refused with a located error: %v\n%s", err, out)
+	}
+	out, err = c.cli(n, "config", "history")
+	if err != nil || !strings.Contains(out, "VERSION") {
+		t.Fatalf("config history: %v\n%s", err, out)
+	}
+	t.Logf("lbha config history:\n%s", out)
+}

@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbha/lbha/internal/netlab"
+)
+
+var lbhaBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lbha-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	lbhaBin = filepath.Join(dir, "lbha")
+	build := exec.Command("go", "build", "-o", lbhaBin, "github.com/lbha/lbha/cmd/lbha")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building lbha:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// node is one lbha process in its namespace.
+type node struct {
+	name, role string
+	addr       string
+	ns         *netlab.Node
+	dir        string // data directory and socket live here
+	cfgPath    string
+	proc       *netlab.Process
+}
+
+// cluster is a set of lbha nodes on one bridge.
+type cluster struct {
+	t     *testing.T
+	lab   *netlab.Lab
+	nodes []*node
+}
+
+// newCluster starts directors and a witness (roles in order, named dir1..,
+// wit1..), each in its own namespace on one switch, addresses 192.0.2.11+.
+func newCluster(t *testing.T, roles ...string) *cluster {
+	t.Helper()
+	lab := netlab.New(t)
+	sw := lab.Switch()
+	c := &cluster{t: t, lab: lab}
+	nd, nw := 0, 0
+	for i, r := range roles {
+		name := ""
+		if r == "director" {
+			nd++
+			name = fmt.Sprintf("dir%d", nd)
+		} else {
+			nw++
+			name = fmt.Sprintf("wit%d", nw)
+		}
+		n := &node{name: name, role: r, addr: fmt.Sprintf("192.0.2.%d", 11+i), dir: t.TempDir()}
+		n.ns = lab.Node(name)
+		n.ns.Attach(sw, "eth0", n.addr+"/24")
+		c.nodes = append(c.nodes, n)
+	}
+	var peers strings.Builder
+	for _, n := range c.nodes {
+		fmt.Fprintf(&peers, "    - {name: %s, address: %s, role: %s}\n", n.name, n.addr, n.role)
+	}
+	for i, n := range c.nodes {
+		var b strings.Builder
+		fmt.Fprintf(&b, "node: {name: %s, role: %s, bind_address: %s, data_dir: %s", n.name, n.role, n.addr, filepath.Join(n.dir, "data"))
+		if n.role == "director" {
+			fmt.Fprintf(&b, ", priority: %d", 200-i)
+		}
+		b.WriteString("}\ncluster:\n  peers:\n" + peers.String())
+		fmt.Fprintf(&b, "api: {socket: %s}\n", filepath.Join(n.dir, "lbha.sock"))
+		if n.role == "director" {
+			b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
+		}
+		n.cfgPath = filepath.Join(n.dir, "lbha.yaml")
+		if err := os.WriteFile(n.cfgPath, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	return c
+}
+
+func (c *cluster) start(n *node) {
+	cmd := "agent"
+	if n.role == "witness" {
+		cmd = "witness"
+	}
+	n.proc = n.ns.Start(lbhaBin, cmd, "--config", n.cfgPath, "--log-level", "info")
+}
+
+func (c *cluster) node(name string) *node {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// cli runs the lbha CLI against a node's socket.
+func (c *cluster) cli(n *node, args ...string) (string, error) {
+	args = append(args, "--socket", filepath.Join(n.dir, "lbha.sock"))
+	out, err := exec.Command(lbhaBin, args...).CombinedOutput()
+	return string(out), err
+}
+
+type status struct {
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	Leader        string `json:"leader"`
+	Term          uint64 `json:"term"`
+	ConfigVersion uint64 `json:"config_version"`
+}
+
+func (c *cluster) status(n *node) (status, error) {
+	out, err := c.cli(n, "status", "--json")
+	if err != nil {
+		return status{}, fmt.Errorf("%s: %v: %s", n.name, err, out)
+	}
+	var st status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return status{}, fmt.Errorf("%s: %v: %s", n.name, err, out)
+	}
+	return st, nil
+}
+
+// running reports whether a node's process is alive and not stopped.
+func running(n *node) bool {
+	select {
+	case <-n.proc.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// masters returns the running, not frozen, nodes that say MASTER.
+func (c *cluster) masters(skip map[string]bool) []string {
+	var out []string
+	for _, n := range c.nodes {
+		if !running(n) || skip[n.name] {
+			continue
+		}
+		if st, err := c.status(n); err == nil && st.State == "MASTER" {
+			out = append(out, n.name)
+		}
+	}
+	return out
+}
+
+// waitMaster waits until exactly one reachable node is MASTER and it is not
+// in skip, and returns its name.
+func (c *cluster) waitMaster(d time.Duration, skip map[string]bool) string {
+	c.t.Helper()
+	var last []string
+	ok := netlab.WaitFor(d, func() bool {
+		last = c.masters(skip)
+		return len(last) == 1
+	})
+	if !ok {
+		c.dumpLogs()
+		c.t.Fatalf("no single master within %v (masters: %v)", d, last)
+	}
+	return last[0]
+}
+
+func (c *cluster) dumpLogs() {
+	for _, n := range c.nodes {
+		out := n.proc.Output.String()
+		if len(out) > 4000 {
+			out = out[len(out)-4000:]
+		}
+		c.t.Logf("--- %s (pid %d) ---\n%s", n.name, n.proc.PID(), out)
+	}
+}
+
+func kill(n *node, sig syscall.Signal) error { return n.proc.Signal(sig) }
