@@ -53,7 +53,7 @@ type applyResult struct {
 // stores them as opaque bytes so that a node running an older lbha never
 // fails to apply an entry.
 type configFSM struct {
-	mu      sync.RWMutex
+	mu        sync.RWMutex
 	history   []Revision // ascending by Version; only the last historyLimit keep Doc
 	preferred string     // the operator's preferred master, "" if none
 	notify    chan struct{}
