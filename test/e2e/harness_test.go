@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,28 @@ type cluster struct {
 	t     *testing.T
 	lab   *netlab.Lab
 	nodes []*node
+
+	mu       sync.Mutex
+	isFrozen map[string]bool // SIGSTOPped: their CLI would hang
+}
+
+func (c *cluster) setFrozen(name string, f bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isFrozen == nil {
+		c.isFrozen = map[string]bool{}
+	}
+	c.isFrozen[name] = f
+}
+
+func (c *cluster) frozen() map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]bool{}
+	for k, v := range c.isFrozen {
+		out[k] = v
+	}
+	return out
 }
 
 // newCluster starts directors and a witness (roles in order, named dir1..,
@@ -157,8 +180,9 @@ func running(n *node) bool {
 // masters returns the running, not frozen, nodes that say MASTER.
 func (c *cluster) masters(skip map[string]bool) []string {
 	var out []string
+	frozen := c.frozen()
 	for _, n := range c.nodes {
-		if !running(n) || skip[n.name] {
+		if !running(n) || skip[n.name] || frozen[n.name] {
 			continue
 		}
 		if st, err := c.status(n); err == nil && st.State == "MASTER" {

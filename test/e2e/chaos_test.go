@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbha/lbha/internal/netlab"
+)
+
+// overlapWatch polls every running node's state and records any moment at
+// which two nodes claim MASTER. (The CLI polls are a few milliseconds
+// apart, so this is a coarse check; the fine one is the VIP holder check.)
+type overlapWatch struct {
+	mu      sync.Mutex
+	overlap []string
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (c *cluster) watchOverlap() *overlapWatch {
+	w := &overlapWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if m := c.masters(c.frozen()); len(m) > 1 {
+				w.mu.Lock()
+				w.overlap = m
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+func (w *overlapWatch) check(t *testing.T) {
+	close(w.stop)
+	<-w.done
+	if w.overlap != nil {
+		t.Fatalf("two masters at once: %v", w.overlap)
+	}
+}
+
+func TestPartitionedMasterStepsDown(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	w := c.watchOverlap()
+	old := c.node(m)
+	start := time.Now()
+	old.ns.Partition()
+	// The cut-off master must leave MASTER by itself (its CLI socket is a
+	// file, so it still answers).
+	var stepDown time.Duration
+	if !netlab.WaitFor(3*time.Second, func() bool {
+		st, err := c.status(old)
+		if err == nil && st.State != "MASTER" {
+			stepDown = time.Since(start)
+			return true
+		}
+		return false
+	}) {
+		t.Fatalf("partitioned master %s still says MASTER", m)
+	}
+	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
+	t.Logf("partitioned master %s left MASTER after %v; %s is master after %v", m, stepDown.Round(time.Millisecond), next, time.Since(start).Round(time.Millisecond))
+	old.ns.Heal()
+	if !netlab.WaitFor(10*time.Second, func() bool {
+		st, err := c.status(old)
+		return err == nil && st.Leader != "" && st.Leader != m || (st.Leader == m && st.State == "MASTER")
+	}) {
+		t.Fatalf("%s did not rejoin after the partition healed", m)
+	}
+	w.check(t)
+}
+
+func TestFrozenMasterIsReplaced(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	old := c.node(m)
+	start := time.Now()
+	if err := kill(old, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	c.setFrozen(m, true)
+	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
+	t.Logf("master %s frozen (SIGSTOP); %s is master after %v", m, next, time.Since(start).Round(time.Millisecond))
+	w := c.watchOverlap()
+	c.setFrozen(m, false)
+	if err := kill(old, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Thawed, its lease has long expired: it must not claim MASTER next to
+	// the new master (preemption may hand mastership back later, by
+	// transfer, which the overlap watch also covers).
+	if !netlab.WaitFor(10*time.Second, func() bool {
+		st, err := c.status(old)
+		return err == nil && st.Leader != ""
+	}) {
+		t.Fatalf("%s did not rejoin after SIGCONT", m)
+	}
+	time.Sleep(time.Second)
+	w.check(t)
+}
