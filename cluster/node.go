@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -23,6 +24,11 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
+
+// failedTargetMemory is how long a director that failed to take over by
+// transfer is passed over: about the time memberlist needs to declare a
+// dead node dead in the fast profile.
+const failedTargetMemory = 2 * time.Second
 
 // Errors callers branch on.
 var (
@@ -50,8 +56,9 @@ type Node struct {
 	ml        *memberlist.Memberlist
 	meta      atomic.Pointer[nodeMeta]
 
-	healthy atomic.Bool
-	warm    atomic.Bool
+	healthy      atomic.Bool
+	warm         atomic.Bool
+	transferring atomic.Bool // a hand-off started by stepOnce is in flight
 
 	// leaseStart is the start (UnixNano, monotonic-derived) of the last
 	// leadership check a quorum confirmed.
@@ -63,7 +70,11 @@ type Node struct {
 	masterSince time.Time
 	preemptFor  string
 	preemptAt   time.Time
-	onState     func(old, new State)
+	// failedTarget remembers directors a hand-off to failed recently, so
+	// the next attempt picks another one rather than waiting on a dead
+	// node that gossip has not yet declared dead.
+	failedTarget map[string]time.Time
+	onState      func(old, new State)
 
 	stateCh    chan State    // latest value, buffer 1
 	gossipKick chan struct{} // buffer 1
@@ -133,7 +144,11 @@ func (n *Node) startRaft() error {
 	}
 	bind := netip.AddrPortFrom(n.cfg.Bind, uint16(n.cfg.RaftPort))
 	adv, _ := net.ResolveTCPAddr("tcp", bind.String())
-	trans, err := raft.NewTCPTransportWithLogger(bind.String(), adv, 3, time.Second, hlog)
+	// The I/O timeout bounds an RPC to a dead or frozen peer, such as the
+	// TimeoutNow of a leadership transfer to a director that gossip still
+	// shows alive: a few heartbeats, not raft's customary 10 s.
+	ioTimeout := min(max(4*n.cfg.Timing.Heartbeat, 200*time.Millisecond), 10*time.Second)
+	trans, err := raft.NewTCPTransportWithLogger(bind.String(), adv, 3, ioTimeout, hlog)
 	if err != nil {
 		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
 	}
@@ -143,6 +158,7 @@ func (n *Node) startRaft() error {
 	rc.LocalID = raft.ServerID(n.cfg.Name)
 	rc.HeartbeatTimeout = n.cfg.Timing.Heartbeat
 	rc.ElectionTimeout = n.cfg.Timing.Election
+
 	rc.LeaderLeaseTimeout = n.cfg.Timing.Lease
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.SnapshotThreshold = 256
@@ -375,11 +391,22 @@ func (n *Node) stepOnce(now time.Time) {
 		n.stateCh <- out.state
 		n.publishMeta()
 	}
-	if transfer != "" {
+	if transfer != "" && n.transferring.CompareAndSwap(false, true) {
+		// In the background: a transfer waits for the target, and this
+		// goroutine must keep checking the lease meanwhile.
 		n.log.Info("handing over leadership", "to", transfer, "state", out.state, "preempt", out.preempting)
-		if err := n.transferTo(transfer); err != nil {
-			n.log.Warn("leadership transfer failed", "to", transfer, "err", err)
-		}
+		go func() {
+			defer n.transferring.Store(false)
+			if err := n.transferTo(transfer); err != nil && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				n.log.Warn("leadership transfer failed", "to", transfer, "err", err)
+				n.mu.Lock()
+				if n.failedTarget == nil {
+					n.failedTarget = map[string]time.Time{}
+				}
+				n.failedTarget[transfer] = time.Now()
+				n.mu.Unlock()
+			}
+		}()
 	}
 }
 
@@ -413,6 +440,9 @@ func (n *Node) otherCandidates() []candidate {
 	if n.ml == nil {
 		return nil
 	}
+	n.mu.Lock()
+	failed := maps.Clone(n.failedTarget)
+	n.mu.Unlock()
 	var out []candidate
 	for _, m := range n.ml.Members() {
 		if m.Name == n.cfg.Name {
@@ -422,8 +452,12 @@ func (n *Node) otherCandidates() []candidate {
 		if json.Unmarshal(m.Meta, &meta) != nil {
 			continue
 		}
+		alive := m.State == memberlist.StateAlive
+		if t, ok := failed[m.Name]; ok && time.Since(t) < failedTargetMemory {
+			alive = false
+		}
 		out = append(out, candidate{Name: m.Name, Role: meta.Role, Priority: meta.Priority,
-			Alive: m.State == memberlist.StateAlive, Healthy: meta.Healthy, Warm: meta.Warm})
+			Alive: alive, Healthy: meta.Healthy, Warm: meta.Warm})
 	}
 	return out
 }

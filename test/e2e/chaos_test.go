@@ -89,7 +89,11 @@ func TestFrozenMasterIsReplaced(t *testing.T) {
 	}
 	c.setFrozen(m, true)
 	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
-	t.Logf("master %s frozen (SIGSTOP); %s is master after %v", m, next, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	t.Logf("master %s frozen (SIGSTOP); %s is master after %v", m, next, took.Round(time.Millisecond))
+	if took > time.Second {
+		c.dumpLogs() // slow takeover: keep the evidence
+	}
 	w := c.watchOverlap()
 	c.setFrozen(m, false)
 	if err := kill(old, syscall.SIGCONT); err != nil {
