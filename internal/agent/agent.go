@@ -38,6 +38,7 @@ type Agent struct {
 	doc  []byte // the local configuration file, proposed when the cluster has none
 	log  *slog.Logger
 	node *cluster.Node
+	met  *metrics
 
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
 }
@@ -69,7 +70,15 @@ func Run(ctx context.Context, o Options) error {
 			a.log.Warn("leaving the cluster", "err", err)
 		}
 	}()
+	a.met = newMetrics(a)
 	node.OnStateChange(a.stateChanged)
+	if addr := o.Config.API.MetricsAddress; addr != "" {
+		go func() {
+			if err := a.met.serve(ctx, addr); err != nil {
+				a.log.Error("metrics endpoint", "address", addr, "err", err)
+			}
+		}()
+	}
 
 	// Operator API on the Unix socket; the peer API on TCP.
 	sock := o.Config.API.Socket
@@ -168,6 +177,7 @@ func (a *Agent) seedConfig(ctx context.Context) {
 // in the background so that a slow script never delays fencing.
 func (a *Agent) stateChanged(old, new cluster.State) {
 	a.log.Info("node state", "from", old, "to", new)
+	a.met.observe(new)
 	if cmd := a.cfg.Cluster.NotifyCommand; cmd != "" {
 		vips := a.vips()
 		go a.notify(cmd, new, vips)

@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +36,36 @@ func TestElectionAndCLI(t *testing.T) {
 		t.Fatalf("status on the master: %v\n%s", err, out)
 	}
 	t.Logf("lbha status:\n%s", out)
+	// Prometheus metrics, scraped from inside the master's namespace.
+	var body []byte
+	// (net/http dials from another goroutine, outside the namespace: dial
+	// here and speak HTTP over the connection.)
+	err = c.node(m).ns.Do(func() error {
+		conn, err := net.Dial("tcp", c.node(m).addr+":9470")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+c.node(m).addr+":9470/metrics", nil)
+		if err := req.Write(conn); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`lbha_state{state="MASTER"} 1`, "lbha_raft_term ", "lbha_is_leader 1", "lbha_config_version", "lbha_failovers_total 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 	// The master seeds the cluster configuration from its file.
 	if !netlab.WaitFor(5*time.Second, func() bool {
 		st, err := c.status(c.node("wit1"))

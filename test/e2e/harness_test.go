@@ -107,7 +107,7 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 			fmt.Fprintf(&b, ", priority: %d", 200-i)
 		}
 		b.WriteString("}\ncluster:\n  peers:\n" + peers.String())
-		fmt.Fprintf(&b, "api: {socket: %s}\n", filepath.Join(n.dir, "lbha.sock"))
+		fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
 		if n.role == "director" {
 			b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
 		}

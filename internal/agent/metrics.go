@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lbha/lbha/cluster"
+)
+
+// metrics are the agent's Prometheus metrics. Gauges that mirror cluster
+// state are read at scrape time (a collector), so they are never stale;
+// events are counters updated as they happen.
+type metrics struct {
+	reg          *prometheus.Registry
+	stateChanges *prometheus.CounterVec
+	failovers    prometheus.Counter
+}
+
+func newMetrics(a *Agent) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		stateChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbha_state_transitions_total",
+			Help: "State transitions of this node, by the state entered.",
+		}, []string{"state"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lbha_failovers_total",
+			Help: "Times this node became master.",
+		}),
+	}
+	m.reg.MustRegister(m.stateChanges, m.failovers, statusCollector{a},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(new cluster.State) {
+	m.stateChanges.WithLabelValues(new.String()).Inc()
+	if new == cluster.StateMaster {
+		m.failovers.Inc()
+	}
+}
+
+var (
+	descState = prometheus.NewDesc("lbha_state", "1 for the node's current state (BACKUP, MASTER, FAULT, WITNESS).",
+		[]string{"state"}, nil)
+	descTerm          = prometheus.NewDesc("lbha_raft_term", "Current raft term.", nil, nil)
+	descLeader        = prometheus.NewDesc("lbha_is_leader", "1 if this node is the raft leader.", nil, nil)
+	descLastContact   = prometheus.NewDesc("lbha_raft_last_contact_seconds", "Time since a follower last heard the leader.", nil, nil)
+	descLeaseLeft     = prometheus.NewDesc("lbha_lease_remaining_seconds", "Remaining lease of the master (0 elsewhere).", nil, nil)
+	descVIPs          = prometheus.NewDesc("lbha_vips_held", "Number of VIPs this node holds.", nil, nil)
+	descConfigVersion = prometheus.NewDesc("lbha_config_version", "Version of the replicated configuration applied here.", nil, nil)
+	descTolerant      = prometheus.NewDesc("lbha_cluster_survives_one_failure", "1 if the voters can lose one node and keep a master.", nil, nil)
+)
+
+type statusCollector struct{ a *Agent }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.a.Status()
+	for _, s := range []cluster.State{cluster.StateBackup, cluster.StateMaster, cluster.StateFault, cluster.StateWitness} {
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, b2f(st.State == s), s.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(st.Term))
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, b2f(st.Leader == st.Name))
+	ch <- prometheus.MustNewConstMetric(descLastContact, prometheus.GaugeValue, st.LastContact.Seconds())
+	ch <- prometheus.MustNewConstMetric(descLeaseLeft, prometheus.GaugeValue, st.LeaseLeft.Seconds())
+	ch <- prometheus.MustNewConstMetric(descVIPs, prometheus.GaugeValue, float64(len(st.VIPs)))
+	ch <- prometheus.MustNewConstMetric(descConfigVersion, prometheus.GaugeValue, float64(st.ConfigVersion))
+	ch <- prometheus.MustNewConstMetric(descTolerant, prometheus.GaugeValue, b2f(st.Tolerant))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func (m *metrics) serve(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
