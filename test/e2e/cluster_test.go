@@ -66,6 +66,14 @@ func TestElectionAndCLI(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// The notify hook ran with the new state and the VIPs as arguments.
+	if !netlab.WaitFor(3*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(c.node(m).dir, "notify.log"))
+		return strings.Contains(string(b), "MASTER 192.0.2.100/24")
+	}) {
+		b, _ := os.ReadFile(filepath.Join(c.node(m).dir, "notify.log"))
+		t.Fatalf("notify.log of the master: %q", b)
+	}
 	// The master seeds the cluster configuration from its file.
 	if !netlab.WaitFor(5*time.Second, func() bool {
 		st, err := c.status(c.node("wit1"))

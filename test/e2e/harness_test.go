@@ -107,6 +107,12 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 			fmt.Fprintf(&b, ", priority: %d", 200-i)
 		}
 		b.WriteString("}\ncluster:\n  peers:\n" + peers.String())
+		// The notify hook appends "STATE VIP..." to notify.log.
+		script := filepath.Join(n.dir, "notify.sh")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" >> "+filepath.Join(n.dir, "notify.log")+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "  notify_command: %s\n", script)
 		fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
 		if n.role == "director" {
 			b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
