@@ -107,6 +107,9 @@ func Run(ctx context.Context, o Options) error {
 		"socket", sock, "peer_api", peerAddr)
 
 	go a.seedConfig(ctx)
+	if o.Config.Node.Role == config.RoleDirector {
+		go a.runHealth(ctx)
+	}
 
 	select {
 	case <-ctx.Done():

@@ -111,3 +111,26 @@ func TestFrozenMasterIsReplaced(t *testing.T) {
 	time.Sleep(time.Second)
 	w.check(t)
 }
+
+func TestTrackedInterfaceDownMakesFault(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitMaster(15*time.Second, nil)
+	old := c.node(m)
+	// Directors track "front0", a second link to the client side; taking
+	// it down must move mastership even though raft is fine.
+	start := time.Now()
+	old.ns.SetLink("front0", false)
+	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
+	t.Logf("tracked link of %s down; %s is master after %v", m, next, time.Since(start).Round(time.Millisecond))
+	st, err := c.status(old)
+	if err != nil || st.State != "FAULT" {
+		t.Fatalf("%s state = %+v, %v; want FAULT", m, st, err)
+	}
+	old.ns.SetLink("front0", true)
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		st, err := c.status(old)
+		return err == nil && st.State != "FAULT"
+	}) {
+		t.Fatalf("%s stayed FAULT after its link came back", m)
+	}
+}

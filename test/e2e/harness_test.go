@@ -79,7 +79,7 @@ func (c *cluster) frozen() map[string]bool {
 func newCluster(t *testing.T, roles ...string) *cluster {
 	t.Helper()
 	lab := netlab.New(t)
-	sw := lab.Switch()
+	sw, front := lab.Switch(), lab.Switch()
 	c := &cluster{t: t, lab: lab}
 	nd, nw := 0, 0
 	for i, r := range roles {
@@ -94,6 +94,9 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 		n := &node{name: name, role: r, addr: fmt.Sprintf("192.0.2.%d", 11+i), dir: t.TempDir()}
 		n.ns = lab.Node(name)
 		n.ns.Attach(sw, "eth0", n.addr+"/24")
+		if r == "director" {
+			n.ns.Attach(front, "front0", fmt.Sprintf("198.51.100.%d/24", 11+i))
+		}
 		c.nodes = append(c.nodes, n)
 	}
 	var peers strings.Builder
@@ -113,6 +116,9 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "  notify_command: %s\n", script)
+		if n.role == "director" {
+			b.WriteString("  track_interfaces: [front0]\n")
+		}
 		fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
 		if n.role == "director" {
 			b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
