@@ -12,6 +12,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbha/lbha/syncd/wire"
 )
 
 // Defaults of the kernel's sync daemon (spec §A.1).
@@ -94,6 +96,7 @@ func (c TransportConfig) groupAddr(ifi *net.Interface) *net.UDPAddr {
 type Sender struct {
 	conn *net.UDPConn
 	dst  *net.UDPAddr
+	v6   bool
 }
 
 // DialSender opens a sender. Its socket is bound to the interface.
@@ -143,7 +146,7 @@ func DialSender(cfg TransportConfig) (*Sender, error) {
 		conn.Close()
 		return nil, fmt.Errorf("syncd: sender on %s: multicast options: %w", cfg.Interface, err)
 	}
-	return &Sender{conn: conn, dst: cfg.groupAddr(ifi)}, nil
+	return &Sender{conn: conn, dst: cfg.groupAddr(ifi), v6: cfg.Group.Is6()}, nil
 }
 
 // Send sends one datagram.
@@ -162,11 +165,17 @@ func (s *Sender) LocalAddr() netip.AddrPort {
 // Close closes the socket.
 func (s *Sender) Close() error { return s.conn.Close() }
 
+// MaxLen returns the sync_maxlen a kernel master uses on this sender's
+// group for the configured value (0: the default, 1472 bytes over IPv4).
+func (s *Sender) MaxLen(configured int) int { return wire.MasterMaxLen(configured, s.v6) }
+
 // Receiver receives sync datagrams as the kernel's backup thread does: bound
 // to the group address and port on the interface, joined to the group
 // there.
 type Receiver struct {
 	conn *net.UDPConn
+	mtu  int
+	v6   bool
 }
 
 // ListenReceiver opens a receiver.
@@ -220,7 +229,7 @@ func ListenReceiver(cfg TransportConfig) (*Receiver, error) {
 		conn.Close()
 		return nil, fmt.Errorf("syncd: receiver on %s: join %s: %w", cfg.Interface, cfg.Group, err)
 	}
-	return &Receiver{conn: conn}, nil
+	return &Receiver{conn: conn, mtu: ifi.MTU, v6: cfg.Group.Is6()}, nil
 }
 
 // ErrTruncated reports a datagram longer than the read buffer; the kernel
@@ -243,6 +252,11 @@ func (r *Receiver) Read(buf []byte) (n int, from netip.AddrPort, err error) {
 
 // Close closes the socket; a blocked Read returns.
 func (r *Receiver) Close() error { return r.conn.Close() }
+
+// MaxLen returns the sync_maxlen, and so the receive buffer, of a kernel
+// backup on this receiver's interface for the configured value (0: from
+// the interface MTU).
+func (r *Receiver) MaxLen(configured int) int { return wire.BackupMaxLen(configured, r.mtu, r.v6) }
 
 func control(rc syscall.RawConn, f func(fd int) error) error {
 	var ferr error
