@@ -46,6 +46,10 @@ type Config struct {
 	RaftPort   int
 	GossipPort int
 	Peers      []Peer // the bootstrap membership, this node included
+	// Join starts a new node without bootstrapping: it waits to be added
+	// to the existing cluster (lbha join). Bootstrapping a node whose peer
+	// list differs from the cluster's would fork the raft log.
+	Join bool
 	Timing     Timing // zero: DefaultTiming
 	// Preempt lets a healthier, warm director of higher priority take
 	// over from the master by leadership transfer after PreemptDelay.

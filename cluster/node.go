@@ -173,7 +173,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
-	if !existing && len(n.cfg.Peers) > 0 {
+	if !existing && len(n.cfg.Peers) > 0 && !n.cfg.Join {
 		var servers []raft.Server
 		for _, p := range n.cfg.Peers {
 			servers = append(servers, raft.Server{
@@ -678,6 +678,36 @@ func (n *Node) ApplyConfig(doc []byte, source string) (uint64, error) {
 	}
 	res, _ := f.Response().(applyResult)
 	return res.Version, res.Err
+}
+
+// AddVoter adds a node to the raft configuration as a voter (lbha join).
+// It runs on the leader.
+func (n *Node) AddVoter(name string, addr netip.Addr) error {
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	raftAddr := raft.ServerAddress(netip.AddrPortFrom(addr, uint16(n.cfg.RaftPort)).String())
+	if err := n.raft.AddVoter(raft.ServerID(name), raftAddr, 0, 5*time.Second).Error(); err != nil {
+		return fmt.Errorf("cluster: add %s at %s: %w", name, raftAddr, err)
+	}
+	n.log.Info("node joined", "name", name, "address", raftAddr)
+	return nil
+}
+
+// RemoveServer removes a node from the raft configuration (lbha leave).
+// It runs on the leader; removing the leader itself hands leadership on.
+func (n *Node) RemoveServer(name string) error {
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if _, ok := n.raftAddress(name); !ok {
+		return fmt.Errorf("cluster: %s is not a member", name)
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(name), 0, 5*time.Second).Error(); err != nil {
+		return fmt.Errorf("cluster: remove %s: %w", name, err)
+	}
+	n.log.Info("node left", "name", name)
+	return nil
 }
 
 // Config returns a configuration version (0 = the current one).

@@ -20,6 +20,7 @@ func init() {
 // newDaemonCmd builds `lbha agent` (a director) or `lbha witness`.
 func newDaemonCmd(role config.Role) *cobra.Command {
 	var file, level string
+	var join bool
 	use, short := "agent", "Run a director: cluster member, master candidate and dataplane"
 	if role == config.RoleWitness {
 		use, short = "witness", "Run a witness: a raft voter that never holds a VIP"
@@ -48,7 +49,7 @@ func newDaemonCmd(role config.Role) *cobra.Command {
 				return &exitError{code: 2, err: fmt.Errorf("--log-level %q: %w", level, err)}
 			}
 			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
-			err = agent.Run(cmd.Context(), agent.Options{Config: cfg, Doc: doc, Logger: log})
+			err = agent.Run(cmd.Context(), agent.Options{Config: cfg, Doc: doc, Logger: log, Join: join})
 			if err != nil && !errors.Is(err, cmd.Context().Err()) {
 				return err
 			}
@@ -57,5 +58,6 @@ func newDaemonCmd(role config.Role) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "/etc/lbha/lbha.yaml", "configuration file")
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().BoolVar(&join, "join", false, "a new node joining a running cluster: do not bootstrap raft; wait for `lbha join`")
 	return cmd
 }

@@ -23,6 +23,8 @@ func init() {
 	addCommand(newStatusCmd)
 	addCommand(newMembersCmd)
 	addCommand(newFailoverCmd)
+	addCommand(newJoinCmd)
+	addCommand(newLeaveCmd)
 	configCommandFactories = append(configCommandFactories, newConfigApplyCmd, newConfigShowCmd, newConfigHistoryCmd)
 }
 
@@ -254,4 +256,50 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+func newJoinCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "join ADDRESS",
+		Short: "Add this node (started with --join) to the cluster that the member at ADDRESS belongs to",
+		Long: "Run on the new node. ADDRESS is any member's address (host, or host:port of its peer API); " +
+			"the member forwards the request to the leader, which adds this node as a raft voter.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var m api.MemberRequest
+			if err := f.do(cmd, http.MethodPost, "/v1/join-via", api.JoinViaRequest{Peer: args[0]}, &m); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), m)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) joined the cluster\n", m.Name, m.Address)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newLeaveCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Remove this node from the cluster cleanly, then stop its agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var m api.MemberRequest
+			if err := f.do(cmd, http.MethodPost, "/v1/leave-self", nil, &m); err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), m)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s left the cluster; its agent is stopping\n", m.Name)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
 }

@@ -39,6 +39,7 @@ type Agent struct {
 	log  *slog.Logger
 	node *cluster.Node
 	met  *metrics
+	stop context.CancelFunc
 
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
 }
@@ -48,11 +49,15 @@ type Options struct {
 	Config *config.Config
 	Doc    []byte // the bytes Config was parsed from
 	Logger *slog.Logger
+	// Join starts without bootstrapping raft, to be added by lbha join.
+	Join bool
 }
 
 // Run starts the node and blocks until ctx ends, then leaves cleanly.
 func Run(ctx context.Context, o Options) error {
-	a := &Agent{cfg: o.Config, doc: o.Doc, log: o.Logger}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	a := &Agent{cfg: o.Config, doc: o.Doc, log: o.Logger, stop: stop}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -60,6 +65,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	cc.Join = o.Join
 	node, err := cluster.Start(cc)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -262,3 +268,16 @@ func (a *Agent) Config(v uint64) (cluster.Revision, bool) { return a.node.Config
 func (a *Agent) ConfigHistory() []cluster.Revision { return a.node.ConfigHistory() }
 
 func (a *Agent) LeaderAPI() string { return a.node.LeaderAPI() }
+
+func (a *Agent) Join(name string, addr netip.Addr) error { return a.node.AddVoter(name, addr) }
+
+func (a *Agent) Leave(name string) error { return a.node.RemoveServer(name) }
+
+func (a *Agent) Self() (string, netip.Addr, int) {
+	return a.cfg.Node.Name, a.cfg.Node.BindAddress, a.cfg.Cluster.APIPort
+}
+
+func (a *Agent) Stop() {
+	a.log.Info("left the cluster; stopping")
+	a.stop()
+}

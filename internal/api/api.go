@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -36,6 +37,26 @@ type Backend interface {
 	// LeaderAPI returns the peer API address (host:port) of the current
 	// leader, or "" when unknown.
 	LeaderAPI() string
+	// Join adds a node (leader only); Leave removes one (leader only).
+	Join(name string, addr netip.Addr) error
+	Leave(name string) error
+	// Self names this node, its bind address and its peer API port, for
+	// lbha join/leave.
+	Self() (name string, addr netip.Addr, apiPort int)
+	// Stop ends the agent (after this node left the cluster).
+	Stop()
+}
+
+// JoinViaRequest asks the local agent to join the cluster that the member
+// at Peer (host or host:port of its peer API) belongs to.
+type JoinViaRequest struct {
+	Peer string `json:"peer"`
+}
+
+// MemberRequest names a node to add or remove.
+type MemberRequest struct {
+	Name    string     `json:"name"`
+	Address netip.Addr `json:"address,omitzero"`
 }
 
 // Status is what `lbha status` shows.
@@ -88,6 +109,24 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/config", s.applyConfig)
 	mux.HandleFunc("GET /v1/config", s.getConfig)
 	mux.HandleFunc("GET /v1/config/history", func(w http.ResponseWriter, r *http.Request) { reply(w, b.ConfigHistory()) })
+	mux.HandleFunc("POST /v1/join", func(w http.ResponseWriter, r *http.Request) {
+		s.member(w, r, func(m MemberRequest) error {
+			if m.Name == "" || !m.Address.IsValid() {
+				return fmt.Errorf("%w: join needs a node name and address", errBadRequest)
+			}
+			return b.Join(m.Name, m.Address)
+		})
+	})
+	mux.HandleFunc("POST /v1/leave", func(w http.ResponseWriter, r *http.Request) {
+		s.member(w, r, func(m MemberRequest) error {
+			if m.Name == "" {
+				return fmt.Errorf("%w: leave needs a node name", errBadRequest)
+			}
+			return b.Leave(m.Name)
+		})
+	})
+	mux.HandleFunc("POST /v1/join-via", s.joinVia)
+	mux.HandleFunc("POST /v1/leave-self", s.leaveSelf)
 	return mux
 }
 
@@ -137,6 +176,102 @@ func (s *server) applyConfig(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusInternalServerError, err)
 	default:
 		reply(w, ConfigResponse{Version: v})
+	}
+}
+
+var errBadRequest = errors.New("bad request")
+
+// joinVia runs on the joining node: it asks a member's peer API to add
+// this node (the member forwards to its leader).
+func (s *server) joinVia(w http.ResponseWriter, r *http.Request) {
+	var req JoinViaRequest
+	if _, ok := readBody(w, r, &req); !ok {
+		return
+	}
+	name, addr, port := s.b.Self()
+	peer := req.Peer
+	if _, _, err := net.SplitHostPort(peer); err != nil {
+		peer = net.JoinHostPort(peer, strconv.Itoa(port))
+	}
+	status, body, err := s.post(r.Context(), peer, "/v1/join", MemberRequest{Name: name, Address: addr}, false)
+	if err != nil {
+		fail(w, http.StatusBadGateway, fmt.Errorf("ask %s to add %s: %w", peer, name, err))
+		return
+	}
+	relay(w, status, body)
+}
+
+// leaveSelf removes this node from the cluster, then stops the agent.
+func (s *server) leaveSelf(w http.ResponseWriter, r *http.Request) {
+	name, _, _ := s.b.Self()
+	err := s.b.Leave(name)
+	if errors.Is(err, cluster.ErrNotLeader) {
+		leader := s.b.LeaderAPI()
+		if leader == "" {
+			fail(w, http.StatusServiceUnavailable, errors.New("no leader known; cannot leave cleanly"))
+			return
+		}
+		var status int
+		var body []byte
+		status, body, err = s.post(r.Context(), leader, "/v1/leave", MemberRequest{Name: name}, true)
+		if err == nil && status != http.StatusOK {
+			relay(w, status, body)
+			return
+		}
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, err)
+		return
+	}
+	reply(w, MemberRequest{Name: name})
+	go s.b.Stop()
+}
+
+// post sends a JSON request to a peer API.
+func (s *server) post(ctx context.Context, hostport, path string, v any, forwarded bool) (int, []byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostport+path, bytesReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if forwarded {
+		req.Header.Set(forwardedHeader, "1")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	return resp.StatusCode, body, err
+}
+
+func relay(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (s *server) member(w http.ResponseWriter, r *http.Request, op func(MemberRequest) error) {
+	var req MemberRequest
+	body, ok := readBody(w, r, &req)
+	if !ok {
+		return
+	}
+	err := op(req)
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		s.forward(w, r, body)
+	case errors.Is(err, errBadRequest):
+		fail(w, http.StatusBadRequest, err)
+	case err != nil:
+		fail(w, http.StatusInternalServerError, err)
+	default:
+		reply(w, req)
 	}
 }
 

@@ -193,3 +193,40 @@ func TestConfigApplyFromBackup(t *testing.T) {
 	}
 	t.Logf("lbha config history:\n%s", out)
 }
+
+func TestJoinAndLeave(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	c.waitMaster(15*time.Second, nil)
+	// A fourth node, configured with every peer, starts with --join.
+	n := c.addNode("dir3", "192.0.2.14")
+	n.proc = n.ns.Start(lbhaBin, "agent", "--join", "--config", n.cfgPath)
+	var out string
+	var err error
+	if !netlab.WaitFor(10*time.Second, func() bool {
+		out, err = c.cli(n, "join", c.nodes[0].addr)
+		return err == nil
+	}) {
+		t.Fatalf("join: %v\n%s", err, out)
+	}
+	voters := func(at *node) int {
+		out, err := c.cli(at, "members")
+		if err != nil {
+			return -1
+		}
+		return strings.Count(out, " voter ")
+	}
+	if !netlab.WaitFor(5*time.Second, func() bool { return voters(c.nodes[0]) == 4 && voters(n) == 4 }) {
+		out, _ := c.cli(n, "members")
+		t.Fatalf("after join, members of dir3:\n%s", out)
+	}
+	if out, err := c.cli(n, "leave"); err != nil || !strings.Contains(out, "left") {
+		t.Fatalf("leave: %v\n%s", err, out)
+	}
+	if err := n.proc.Wait(5 * time.Second); err != nil {
+		t.Fatalf("agent of dir3 did not stop after leaving: %v", err)
+	}
+	if !netlab.WaitFor(5*time.Second, func() bool { return voters(c.nodes[0]) == 3 }) {
+		out, _ := c.cli(c.nodes[0], "members")
+		t.Fatalf("after leave, members:\n%s", out)
+	}
+}

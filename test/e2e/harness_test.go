@@ -50,6 +50,8 @@ type cluster struct {
 	t     *testing.T
 	lab   *netlab.Lab
 	nodes []*node
+	sw    *netlab.Switch // the cluster network
+	front *netlab.Switch // the client-side network directors track
 
 	mu       sync.Mutex
 	isFrozen map[string]bool // SIGSTOPped: their CLI would hang
@@ -99,39 +101,58 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 		}
 		c.nodes = append(c.nodes, n)
 	}
-	var peers strings.Builder
-	for _, n := range c.nodes {
-		fmt.Fprintf(&peers, "    - {name: %s, address: %s, role: %s}\n", n.name, n.addr, n.role)
-	}
+	c.sw, c.front = sw, front
 	for i, n := range c.nodes {
-		var b strings.Builder
-		fmt.Fprintf(&b, "node: {name: %s, role: %s, bind_address: %s, data_dir: %s", n.name, n.role, n.addr, filepath.Join(n.dir, "data"))
-		if n.role == "director" {
-			fmt.Fprintf(&b, ", priority: %d", 200-i)
-		}
-		b.WriteString("}\ncluster:\n  peers:\n" + peers.String())
-		// The notify hook appends "STATE VIP..." to notify.log.
-		script := filepath.Join(n.dir, "notify.sh")
-		if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" >> "+filepath.Join(n.dir, "notify.log")+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "  notify_command: %s\n", script)
-		if n.role == "director" {
-			b.WriteString("  track_interfaces: [front0]\n")
-		}
-		fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
-		if n.role == "director" {
-			b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
-		}
-		n.cfgPath = filepath.Join(n.dir, "lbha.yaml")
-		if err := os.WriteFile(n.cfgPath, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		c.writeConfig(n, i)
 	}
 	for _, n := range c.nodes {
 		c.start(n)
 	}
 	return c
+}
+
+// addNode creates a further director (not started) whose configuration
+// lists every existing node and itself.
+func (c *cluster) addNode(name, addr string) *node {
+	n := &node{name: name, role: "director", addr: addr, dir: c.t.TempDir()}
+	n.ns = c.lab.Node(name)
+	n.ns.Attach(c.sw, "eth0", addr+"/24")
+	n.ns.Attach(c.front, "front0", "198.51.100.99/24")
+	c.nodes = append(c.nodes, n)
+	c.writeConfig(n, len(c.nodes)-1)
+	return n
+}
+
+// writeConfig writes n's configuration; i orders director priorities.
+func (c *cluster) writeConfig(n *node, i int) {
+	t := c.t
+	var peers strings.Builder
+	for _, p := range c.nodes {
+		fmt.Fprintf(&peers, "    - {name: %s, address: %s, role: %s}\n", p.name, p.addr, p.role)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "node: {name: %s, role: %s, bind_address: %s, data_dir: %s", n.name, n.role, n.addr, filepath.Join(n.dir, "data"))
+	if n.role == "director" {
+		fmt.Fprintf(&b, ", priority: %d", 200-i)
+	}
+	b.WriteString("}\ncluster:\n  peers:\n" + peers.String())
+	// The notify hook appends "STATE VIP..." to notify.log.
+	script := filepath.Join(n.dir, "notify.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" >> "+filepath.Join(n.dir, "notify.log")+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "  notify_command: %s\n", script)
+	if n.role == "director" {
+		b.WriteString("  track_interfaces: [front0]\n")
+	}
+	fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
+	if n.role == "director" {
+		b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
+	}
+	n.cfgPath = filepath.Join(n.dir, "lbha.yaml")
+	if err := os.WriteFile(n.cfgPath, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (c *cluster) start(n *node) {
