@@ -55,6 +55,9 @@ type Config struct {
 	// over from the master by leadership transfer after PreemptDelay.
 	Preempt      bool
 	PreemptDelay time.Duration
+	// GossipKey encrypts and authenticates memberlist traffic (AES-GCM,
+	// 16, 24 or 32 bytes); nil means clear text.
+	GossipKey []byte
 	Logger       *slog.Logger // default slog.Default()
 }
 
@@ -119,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Peers) > 0 && !self {
 		errs = append(errs, fmt.Errorf("peers do not include this node %q", c.Name))
+	}
+	if k := len(c.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		errs = append(errs, fmt.Errorf("gossip key is %d bytes; want 16, 24 or 32", k))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cluster: config: %w", err)

@@ -205,6 +205,10 @@ func (n *Node) startMemberlist() error {
 	mc.PushPullInterval = 5 * time.Second
 	mc.LogOutput = slogWriter(n.log, "memberlist")
 	mc.Delegate = (*metaDelegate)(n)
+	if len(n.cfg.GossipKey) > 0 {
+		mc.SecretKey = n.cfg.GossipKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	n.publishMeta()
 	ml, err := memberlist.Create(mc)
 	if err != nil {

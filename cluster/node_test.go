@@ -28,6 +28,12 @@ var portBase = 17000
 
 func newTestCluster(t *testing.T, roles ...Role) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, nil, roles...)
+}
+
+// newTestClusterWith lets mut adjust each node's configuration.
+func newTestClusterWith(t *testing.T, mut func(i int, c *Config), roles ...Role) *testCluster {
+	t.Helper()
 	portBase += 10
 	tc := &testCluster{t: t, holders: map[string]bool{}}
 	var peers []Peer
@@ -43,6 +49,9 @@ func newTestCluster(t *testing.T, roles ...Role) *testCluster {
 			Name: p.Name, Role: p.Role, Priority: 100 + i, DataDir: t.TempDir(), Bind: p.Addr,
 			RaftPort: portBase, GossipPort: portBase + 1, Peers: peers, Logger: log,
 		})
+		if mut != nil {
+			mut(i, &tc.cfgs[i])
+		}
 	}
 	tc.nodes = make([]*Node, len(peers))
 	for i := range peers {
@@ -307,5 +316,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if ok, w := FaultTolerance([]Peer{{Name: "a"}, {Name: "b"}}); ok || w == "" {
 		t.Fatal("a two-voter cluster is reported as fault tolerant")
+	}
+}
+
+func TestClusterGossipEncryption(t *testing.T) {
+	tc := newTestClusterWith(t, func(i int, c *Config) { c.GossipKey = []byte("0123456789abcdef") }, RoleDirector, RoleDirector, RoleWitness)
+	m := tc.waitMaster(10*time.Second, -1)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tc.nodes[m].otherCandidates()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("encrypted gossip never formed a cluster")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := tc.cfgs[0]
+	c.GossipKey = []byte("short")
+	if err := c.Validate(); err == nil {
+		t.Fatal("a 5-byte gossip key was accepted")
 	}
 }

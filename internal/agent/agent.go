@@ -12,6 +12,8 @@ package agent
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,7 +154,31 @@ func clusterConfig(c *config.Config, log *slog.Logger) (cluster.Config, error) {
 	for _, p := range c.Cluster.Peers {
 		cc.Peers = append(cc.Peers, cluster.Peer{Name: p.Name, Addr: p.Address, Role: cluster.Role(p.Role)})
 	}
+	if f := c.Cluster.GossipKeyFile; f != "" {
+		key, err := readKey(f)
+		if err != nil {
+			return cc, fmt.Errorf("agent: cluster.gossip_key_file: %w", err)
+		}
+		cc.GossipKey = key
+	}
 	return cc, cc.Validate()
+}
+
+// readKey reads a secret key file: base64 or hex text (one line), or the raw
+// bytes.
+func readKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	text := strings.TrimSpace(string(b))
+	if k, err := base64.StdEncoding.DecodeString(text); err == nil && len(k) > 0 {
+		return k, nil
+	}
+	if k, err := hex.DecodeString(text); err == nil && len(k) > 0 {
+		return k, nil
+	}
+	return b, nil
 }
 
 // seedConfig proposes the local file as version 1 when this node leads a
