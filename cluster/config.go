@@ -49,8 +49,8 @@ type Config struct {
 	// Join starts a new node without bootstrapping: it waits to be added
 	// to the existing cluster (lbha join). Bootstrapping a node whose peer
 	// list differs from the cluster's would fork the raft log.
-	Join bool
-	Timing     Timing // zero: DefaultTiming
+	Join   bool
+	Timing Timing // zero: DefaultTiming
 	// Preempt lets a healthier, warm director of higher priority take
 	// over from the master by leadership transfer after PreemptDelay.
 	Preempt      bool
@@ -58,7 +58,7 @@ type Config struct {
 	// GossipKey encrypts and authenticates memberlist traffic (AES-GCM,
 	// 16, 24 or 32 bytes); nil means clear text.
 	GossipKey []byte
-	Logger       *slog.Logger // default slog.Default()
+	Logger    *slog.Logger // default slog.Default()
 }
 
 func (c *Config) setDefaults() {
