@@ -30,6 +30,7 @@ import (
 	"github.com/lbha/lbha/cluster"
 	"github.com/lbha/lbha/config"
 	"github.com/lbha/lbha/internal/api"
+	"github.com/lbha/lbha/vip"
 )
 
 // notifyTimeout bounds a notify command, like keepalived's script timeout.
@@ -43,6 +44,12 @@ type Agent struct {
 	node *cluster.Node
 	met  *metrics
 	stop context.CancelFunc
+
+	// vips holds the master's VIPs (directors only). vipMu serialises every
+	// Set, and each Set re-reads the node's state under it, so a periodic
+	// re-assertion can never re-add VIPs after a step-down withdrew them.
+	vips  *vip.Manager
+	vipMu sync.Mutex
 
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
 }
@@ -69,6 +76,24 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cc.Join = o.Join
+	if o.Config.Node.Role == config.RoleDirector {
+		vc := vip.DefaultConfig()
+		// A one-second lifetime bounds how long the kernel of a crashed or
+		// frozen master keeps answering for a VIP after the new master has
+		// announced it (the clients are already redirected by then).
+		vc.Lifetime, vc.RenewEvery = time.Second, 500*time.Millisecond
+		vc.Logger = a.log.With("component", "vip")
+		m, err := vip.New(vc)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		a.vips = m
+		defer func() {
+			if err := m.Close(); err != nil {
+				a.log.Warn("removing VIPs", "err", err)
+			}
+		}()
+	}
 	node, err := cluster.Start(cc)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -81,6 +106,10 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	a.met = newMetrics(a)
 	node.OnStateChange(a.stateChanged)
+	if st := node.State(); st == cluster.StateMaster {
+		// Became master before the callback was registered.
+		a.stateChanged(cluster.StateBackup, st)
+	}
 	if addr := o.Config.API.MetricsAddress; addr != "" {
 		go func() {
 			if err := a.met.serve(ctx, addr); err != nil {
@@ -118,6 +147,7 @@ func Run(ctx context.Context, o Options) error {
 	go a.seedConfig(ctx)
 	if o.Config.Node.Role == config.RoleDirector {
 		go a.runHealth(ctx)
+		go a.assertVIPs(ctx)
 	}
 
 	select {
@@ -208,19 +238,56 @@ func (a *Agent) seedConfig(ctx context.Context) {
 	}
 }
 
-// stateChanged runs on the cluster's state goroutine: VIP withdrawal comes
-// first (when the vip manager is wired in), then the notify hook, which runs
-// in the background so that a slow script never delays fencing.
+// stateChanged runs on the cluster's state goroutine: VIPs first (withdrawn
+// before anything else on leaving MASTER, added and announced on entering
+// it), then the notify hook, which runs in the background so that a slow
+// script never delays fencing.
 func (a *Agent) stateChanged(old, new cluster.State) {
+	a.syncVIPs(context.Background())
 	a.log.Info("node state", "from", old, "to", new)
 	a.met.observe(new)
 	if cmd := a.cfg.Cluster.NotifyCommand; cmd != "" {
-		vips := a.vips()
+		vips := a.vipList()
 		go a.notify(cmd, new, vips)
 	}
 }
 
-func (a *Agent) vips() []string {
+// syncVIPs makes the VIPs held match the node's current state.
+func (a *Agent) syncVIPs(ctx context.Context) {
+	if a.vips == nil {
+		return
+	}
+	a.vipMu.Lock()
+	defer a.vipMu.Unlock()
+	var desired []vip.VIP
+	if a.node.State() == cluster.StateMaster {
+		for _, v := range a.currentConfig().VIPs {
+			desired = append(desired, vip.VIP{Prefix: v.Address, Interface: v.Interface})
+		}
+	}
+	if _, err := a.vips.Set(ctx, desired); err != nil {
+		a.log.Error("VIPs", "want", len(desired), "err", err)
+	}
+}
+
+// assertVIPs re-applies the VIPs periodically: it re-adds a VIP the
+// kernel dropped (a renewal that came too late) and follows configuration
+// changes. It costs nothing when nothing changed.
+func (a *Agent) assertVIPs(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			a.syncVIPs(ctx)
+		}
+	}
+}
+
+// vips returns the configured VIPs, for the notify hook.
+func (a *Agent) vipList() []string {
 	var out []string
 	for _, v := range a.currentConfig().VIPs {
 		out = append(out, v.Address.String())
@@ -273,8 +340,10 @@ func (a *Agent) currentConfig() *config.Config {
 func (a *Agent) Status() api.Status {
 	st := api.Status{Status: a.node.Status()}
 	st.VIPs = []string{}
-	if st.State == cluster.StateMaster {
-		st.VIPs = a.vips()
+	if a.vips != nil {
+		for _, v := range a.vips.Held() {
+			st.VIPs = append(st.VIPs, v.Prefix.String())
+		}
 	}
 	return st
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -94,6 +95,15 @@ func TestFrozenMasterIsReplaced(t *testing.T) {
 	if took > time.Second {
 		c.dumpLogs() // slow takeover: keep the evidence
 	}
+	// Frozen, it cannot withdraw its VIP: its kernel drops it when the
+	// address lifetime (1 s) runs out, renewals having stopped.
+	if !netlab.WaitFor(3*time.Second, func() bool {
+		o, _ := old.ns.Run("ip", "-o", "addr", "show", "dev", "eth0")
+		return !strings.Contains(o, "192.0.2.100/24")
+	}) {
+		t.Fatalf("the frozen master's kernel still holds the VIP %v after SIGSTOP", time.Since(start))
+	}
+	t.Logf("the frozen master's kernel dropped the VIP %v after SIGSTOP", time.Since(start).Round(time.Millisecond))
 	w := c.watchOverlap()
 	c.setFrozen(m, false)
 	if err := kill(old, syscall.SIGCONT); err != nil {
@@ -133,4 +143,61 @@ func TestTrackedInterfaceDownMakesFault(t *testing.T) {
 	}) {
 		t.Fatalf("%s stayed FAULT after its link came back", m)
 	}
+}
+
+// TestVIPFollowsMaster: the master holds the VIP (with a finite lifetime),
+// backups do not, and after kill -9 of the master a client's neighbour entry
+// for the VIP flips to the new master's MAC.
+func TestVIPFollowsMaster(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	client := c.lab.Node("client")
+	client.Attach(c.sw, "eth0", "192.0.2.50/24")
+	m := c.waitMaster(15*time.Second, nil)
+	holders := func() []string {
+		var out []string
+		for _, n := range c.nodes {
+			if !running(n) || n.role != "director" {
+				continue
+			}
+			if o, _ := n.ns.Run("ip", "-o", "addr", "show", "dev", "eth0"); strings.Contains(o, "192.0.2.100/24") {
+				out = append(out, n.name)
+			}
+		}
+		return out
+	}
+	if !netlab.WaitFor(3*time.Second, func() bool { h := holders(); return len(h) == 1 && h[0] == m }) {
+		t.Fatalf("VIP holders %v, want [%s]", holders(), m)
+	}
+	if o, _ := c.node(m).ns.Run("ip", "-o", "-d", "addr", "show", "dev", "eth0"); !strings.Contains(o, "valid_lft 1sec") && !strings.Contains(o, "valid_lft 0sec") {
+		t.Fatalf("VIP has no finite lifetime:\n%s", o)
+	}
+	if out, err := client.Run("ping", "-c1", "-W1", "192.0.2.100"); err != nil {
+		t.Fatalf("client cannot reach the VIP on %s: %v\n%s", m, err, out)
+	}
+	mac := func(n *node) string {
+		o := n.ns.MustRun("cat", "/sys/class/net/eth0/address")
+		return strings.TrimSpace(o)
+	}
+	neigh := func() string { o, _ := client.Run("ip", "neigh", "show", "192.0.2.100"); return o }
+	if !strings.Contains(neigh(), mac(c.node(m))) {
+		t.Fatalf("client neighbour entry %q does not point at %s", neigh(), m)
+	}
+	start := time.Now()
+	if err := kill(c.node(m), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	next := c.waitMaster(5*time.Second, map[string]bool{m: true})
+	want := mac(c.node(next))
+	if !netlab.WaitFor(3*time.Second, func() bool { return strings.Contains(neigh(), want) }) {
+		t.Fatalf("client neighbour entry %q never flipped to %s (%s)", neigh(), next, want)
+	}
+	t.Logf("kill -9 of %s: client's neighbour entry for the VIP points at %s after %v", m, next, time.Since(start).Round(time.Millisecond))
+	// The dead master's kernel drops its VIP by itself within the lifetime.
+	if !netlab.WaitFor(3*time.Second, func() bool {
+		o, _ := c.node(m).ns.Run("ip", "-o", "addr", "show", "dev", "eth0")
+		return !strings.Contains(o, "192.0.2.100/24")
+	}) {
+		t.Fatalf("the killed master %s still holds the VIP", m)
+	}
+	t.Logf("the killed master's kernel dropped the VIP %v after the kill", time.Since(start).Round(time.Millisecond))
 }
