@@ -172,12 +172,13 @@ func (d *Dest) Bind(template, inactive bool) {
 	switch {
 	case template:
 		d.persist.Add(1)
-		return
 	case inactive:
 		d.inactive.Add(1)
 	default:
 		d.active.Add(1)
 	}
+	// As in the kernel, the check runs for templates too (they do not
+	// count in the total, but an edited threshold takes effect here).
 	if u := d.uThreshold.Load(); u != 0 && d.TotalConns() >= int(u) {
 		d.setFlag(flagOverload)
 	}
@@ -190,7 +191,6 @@ func (d *Dest) Unbind(template, inactive bool) {
 	switch {
 	case template:
 		d.persist.Add(-1)
-		return
 	case inactive:
 		d.inactive.Add(-1)
 	default:
