@@ -155,29 +155,3 @@ func TestConcurrentCounters(t *testing.T) {
 	}
 }
 
-// ip_vs_unbind_dest applies the clearing rule after a template leaves too.
-func TestTemplateUnbindClearsOverload(t *testing.T) {
-	d := newDest(1)
-	d.SetThresholds(2, 0)
-	d.Bind(true, false)
-	d.Bind(false, false)
-	d.Bind(false, false) // overloaded at 2 of 2
-	d.Unbind(false, false)
-	if !d.Overloaded() { // 1*4 < 2*3: cleared already
-		t.Log("cleared at connection unbind")
-	}
-	d.Bind(false, false)
-	if !d.Overloaded() {
-		t.Fatal("not overloaded at 2 of 2")
-	}
-	d.SetThresholds(0, 0) // clears
-	d.Bind(false, false)
-	d.SetThresholds(3, 0) // 3 of 3: flag is set only at bind time
-	if d.Overloaded() {
-		t.Fatal("SetThresholds set OVERLOAD")
-	}
-	d.Unbind(true, false) // the template leaves: 3*4 < 3*3 is false, stays clear
-	if d.Overloaded() || d.PersistConns() != 0 {
-		t.Fatalf("after template unbind: overloaded=%v persist=%d", d.Overloaded(), d.PersistConns())
-	}
-}
