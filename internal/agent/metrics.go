@@ -57,12 +57,14 @@ var (
 	descVIPs          = prometheus.NewDesc("lbha_vips_held", "Number of VIPs this node holds.", nil, nil)
 	descConfigVersion = prometheus.NewDesc("lbha_config_version", "Version of the replicated configuration applied here.", nil, nil)
 	descTolerant      = prometheus.NewDesc("lbha_cluster_survives_one_failure", "1 if the voters can lose one node and keep a master.", nil, nil)
+	descAnnounce      = prometheus.NewDesc("lbha_vip_announcements_total", "Gratuitous ARPs (arp) and unsolicited neighbour advertisements (ndp) sent.", []string{"kind"}, nil)
+	descVIPOps        = prometheus.NewDesc("lbha_vip_operations_total", "VIP address operations, by operation and result.", []string{"op", "result"}, nil)
 )
 
 type statusCollector struct{ a *Agent }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant} {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant, descAnnounce, descVIPOps} {
 		ch <- d
 	}
 }
@@ -79,6 +81,19 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descVIPs, prometheus.GaugeValue, float64(len(st.VIPs)))
 	ch <- prometheus.MustNewConstMetric(descConfigVersion, prometheus.GaugeValue, float64(st.ConfigVersion))
 	ch <- prometheus.MustNewConstMetric(descTolerant, prometheus.GaugeValue, b2f(st.Tolerant))
+	if c.a.vips != nil {
+		v := c.a.vips.Counters()
+		ch <- prometheus.MustNewConstMetric(descAnnounce, prometheus.CounterValue, float64(v.GARPs), "arp")
+		ch <- prometheus.MustNewConstMetric(descAnnounce, prometheus.CounterValue, float64(v.NAs), "ndp")
+		for _, op := range []struct {
+			name     string
+			ok, fail uint64
+		}{{"add", v.Adds, v.AddErrors}, {"remove", v.Removes, v.RemoveErrors}, {"renew", v.Renewals, v.RenewErrors}} {
+			ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(op.ok), op.name, "ok")
+			ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(op.fail), op.name, "error")
+		}
+		ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(v.Expired), "expire", "late-renewal")
+	}
 }
 
 func b2f(b bool) float64 {

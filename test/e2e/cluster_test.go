@@ -61,7 +61,7 @@ func TestElectionAndCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`lbha_state{state="MASTER"} 1`, "lbha_raft_term ", "lbha_is_leader 1", "lbha_config_version", "lbha_failovers_total 1"} {
+	for _, want := range []string{`lbha_state{state="MASTER"} 1`, "lbha_raft_term ", "lbha_is_leader 1", "lbha_config_version", "lbha_failovers_total 1", `lbha_vip_announcements_total{kind="arp"}`, "lbha_vips_held 1"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
