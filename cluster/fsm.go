@@ -37,6 +37,10 @@ type command struct {
 
 const (
 	opSetConfig = "set-config"
+	// opSeedConfig is set-config only if there is no configuration yet:
+	// the check and the write happen in the same log entry, so a seed
+	// can never overwrite an operator's apply that raced with it.
+	opSeedConfig = "seed-config"
 	// opPrefer records the operator's choice of master (lbha failover):
 	// preemption never takes mastership away from the preferred node.
 	opPrefer = "prefer"
@@ -45,6 +49,7 @@ const (
 // applyResult is what FSM.Apply returns through raft's ApplyFuture.
 type applyResult struct {
 	Version uint64
+	Skipped bool // a seed found a configuration already there
 	Err     error
 }
 
@@ -73,8 +78,13 @@ func (f *configFSM) Apply(l *raft.Log) any {
 		return applyResult{Err: fmt.Errorf("cluster: undecodable log entry %d: %w", l.Index, err)}
 	}
 	switch c.Op {
-	case opSetConfig:
+	case opSetConfig, opSeedConfig:
 		f.mu.Lock()
+		if c.Op == opSeedConfig && len(f.history) > 0 {
+			v := f.history[len(f.history)-1].Version
+			f.mu.Unlock()
+			return applyResult{Version: v, Skipped: true}
+		}
 		v := uint64(1)
 		if n := len(f.history); n > 0 {
 			v = f.history[n-1].Version + 1

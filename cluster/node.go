@@ -666,22 +666,33 @@ func (n *Node) Members() []Member {
 // It must run on the leader (ErrNotLeader otherwise); the caller validates
 // the document first.
 func (n *Node) ApplyConfig(doc []byte, source string) (uint64, error) {
+	v, _, err := n.applyConfig(opSetConfig, doc, source)
+	return v, err
+}
+
+// SeedConfig replicates doc only if the cluster has no configuration yet,
+// atomically; seeded reports whether it did.
+func (n *Node) SeedConfig(doc []byte, source string) (version uint64, seeded bool, err error) {
+	return n.applyConfig(opSeedConfig, doc, source)
+}
+
+func (n *Node) applyConfig(op string, doc []byte, source string) (uint64, bool, error) {
 	if n.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
+		return 0, false, ErrNotLeader
 	}
-	b, err := json.Marshal(command{Op: opSetConfig, Doc: doc, Source: source, Time: time.Now().UTC()})
+	b, err := json.Marshal(command{Op: op, Doc: doc, Source: source, Time: time.Now().UTC()})
 	if err != nil {
-		return 0, fmt.Errorf("cluster: encode config: %w", err)
+		return 0, false, fmt.Errorf("cluster: encode config: %w", err)
 	}
 	f := n.raft.Apply(b, 5*time.Second)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return 0, ErrNotLeader
+			return 0, false, ErrNotLeader
 		}
-		return 0, fmt.Errorf("cluster: replicate config: %w", err)
+		return 0, false, fmt.Errorf("cluster: replicate config: %w", err)
 	}
 	res, _ := f.Response().(applyResult)
-	return res.Version, res.Err
+	return res.Version, !res.Skipped, res.Err
 }
 
 // AddVoter adds a node to the raft configuration as a voter (lbha join).

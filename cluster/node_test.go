@@ -335,3 +335,30 @@ func TestClusterGossipEncryption(t *testing.T) {
 		t.Fatal("a 5-byte gossip key was accepted")
 	}
 }
+
+func TestSeedNeverOverwrites(t *testing.T) {
+	tc := newTestCluster(t, RoleDirector, RoleDirector, RoleWitness)
+	m := tc.waitMaster(10*time.Second, -1)
+	var v uint64
+	var seeded bool
+	var err error
+	for try := 0; try < 50; try++ {
+		if v, seeded, err = tc.nodes[m].SeedConfig([]byte("seed: 1\n"), "seed"); err != ErrNotLeader {
+			break
+		}
+		m = tc.waitMaster(5*time.Second, -1)
+	}
+	if err != nil || !seeded || v != 1 {
+		t.Fatalf("first seed: v=%d seeded=%v err=%v", v, seeded, err)
+	}
+	if _, err := tc.nodes[m].ApplyConfig([]byte("op: 2\n"), "operator"); err != nil {
+		t.Fatal(err)
+	}
+	v, seeded, err = tc.nodes[m].SeedConfig([]byte("seed: again\n"), "seed")
+	if err != nil || seeded || v != 2 {
+		t.Fatalf("second seed: v=%d seeded=%v err=%v; want a no-op at version 2", v, seeded, err)
+	}
+	if r, _ := tc.nodes[m].Config(0); string(r.Doc) != "op: 2\n" {
+		t.Fatalf("current config %q", r.Doc)
+	}
+}

@@ -222,9 +222,11 @@ func (a *Agent) seedConfig(ctx context.Context) {
 			return
 		}
 		if a.node.State() == cluster.StateMaster {
-			v, err := a.node.ApplyConfig(a.doc, a.cfg.Node.Name+" (initial)")
+			v, seeded, err := a.node.SeedConfig(a.doc, a.cfg.Node.Name+" (initial)")
 			if err == nil {
-				a.log.Info("seeded the cluster configuration from the local file", "version", v)
+				if seeded {
+					a.log.Info("seeded the cluster configuration from the local file", "version", v)
+				}
 				return
 			}
 			if !errors.Is(err, cluster.ErrNotLeader) {
