@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,10 @@ type Config struct {
 	// GossipKey encrypts and authenticates memberlist traffic (AES-GCM,
 	// 16, 24 or 32 bytes); nil means clear text.
 	GossipKey []byte
+	// TLS, when set, secures raft with mutual TLS: it must hold this
+	// node's certificate and the CA for both ClientCAs and RootCAs, with
+	// ClientAuth set to require and verify client certificates.
+	TLS *tls.Config
 	Logger    *slog.Logger // default slog.Default()
 }
 

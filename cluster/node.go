@@ -148,9 +148,20 @@ func (n *Node) startRaft() error {
 	// TimeoutNow of a leadership transfer to a director that gossip still
 	// shows alive: a few heartbeats, not raft's customary 10 s.
 	ioTimeout := min(max(4*n.cfg.Timing.Heartbeat, 200*time.Millisecond), 10*time.Second)
-	trans, err := raft.NewTCPTransportWithLogger(bind.String(), adv, 3, ioTimeout, hlog)
-	if err != nil {
-		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
+	var trans *raft.NetworkTransport
+	if n.cfg.TLS != nil {
+		stream, err := newTLSStream(bind.String(), adv, n.cfg.TLS)
+		if err != nil {
+			return fmt.Errorf("cluster: raft TLS transport on %s: %w", bind, err)
+		}
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: stream, MaxPool: 3, Timeout: ioTimeout, Logger: hlog,
+		})
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(bind.String(), adv, 3, ioTimeout, hlog)
+		if err != nil {
+			return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
+		}
 	}
 	n.transport = trans
 

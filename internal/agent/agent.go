@@ -12,6 +12,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -136,8 +138,11 @@ func Run(ctx context.Context, o Options) error {
 		ul.Close()
 		return fmt.Errorf("agent: peer API on %s: %w", peerAddr, err)
 	}
+	if cc.TLS != nil {
+		tl = tls.NewListener(tl, cc.TLS) // peers must present a certificate of the cluster's CA
+	}
 	node.SetAPIAddress(peerAddr)
-	h := api.Handler(a, a.log)
+	h := api.NewHandler(a, a.log, cc.TLS)
 	errc := make(chan error, 2)
 	go func() { errc <- api.Serve(ctx, ul, h) }()
 	go func() { errc <- api.Serve(ctx, tl, h) }()
@@ -184,6 +189,13 @@ func clusterConfig(c *config.Config, log *slog.Logger) (cluster.Config, error) {
 	for _, p := range c.Cluster.Peers {
 		cc.Peers = append(cc.Peers, cluster.Peer{Name: p.Name, Addr: p.Address, Role: cluster.Role(p.Role)})
 	}
+	if t := c.Cluster.TLS; t != nil {
+		tc, err := loadTLS(t.CertFile, t.KeyFile, t.CAFile)
+		if err != nil {
+			return cc, fmt.Errorf("agent: cluster.tls: %w", err)
+		}
+		cc.TLS = tc
+	}
 	if f := c.Cluster.GossipKeyFile; f != "" {
 		key, err := readKey(f)
 		if err != nil {
@@ -192,6 +204,31 @@ func clusterConfig(c *config.Config, log *slog.Logger) (cluster.Config, error) {
 		cc.GossipKey = key
 	}
 	return cc, cc.Validate()
+}
+
+// loadTLS builds the mutual-TLS configuration of raft and the peer API: this
+// node's certificate, and the CA that every peer's certificate (with the
+// peer's IP address as a SAN) must chain to, both ways.
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
 }
 
 // readKey reads a secret key file: base64 or hex text (one line), or the raw

@@ -10,6 +10,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,9 +100,19 @@ const forwardedHeader = "X-Lbha-Forwarded"
 // backend wraps the problems with it.
 var ErrInvalid = errors.New("invalid configuration")
 
-// Handler returns the HTTP handler of the API.
-func Handler(b Backend, log *slog.Logger) http.Handler {
-	s := &server{b: b, log: log, client: &http.Client{Timeout: 10 * time.Second}}
+// Handler returns the HTTP handler of the API, forwarding to peers in clear
+// text.
+func Handler(b Backend, log *slog.Logger) http.Handler { return NewHandler(b, log, nil) }
+
+// NewHandler returns the HTTP handler of the API. With peerTLS set, requests
+// forwarded to other nodes go over HTTPS with that configuration (its
+// certificate authenticates this node, its RootCAs the peer).
+func NewHandler(b Backend, log *slog.Logger, peerTLS *tls.Config) http.Handler {
+	s := &server{b: b, log: log, scheme: "http", client: &http.Client{Timeout: 10 * time.Second}}
+	if peerTLS != nil {
+		s.scheme = "https"
+		s.client.Transport = &http.Transport{TLSClientConfig: peerTLS}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Status()) })
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Members()) })
@@ -133,6 +144,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 type server struct {
 	b      Backend
 	log    *slog.Logger
+	scheme string // of peer URLs: http, or https with peer TLS
 	client *http.Client
 }
 
@@ -233,7 +245,7 @@ func (s *server) post(ctx context.Context, hostport, path string, v any, forward
 	if err != nil {
 		return 0, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostport+path, bytesReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.scheme+"://"+hostport+path, bytesReader(b))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -309,7 +321,7 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		fail(w, http.StatusServiceUnavailable, errors.New("no leader known; the cluster may have lost its quorum"))
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader+r.URL.RequestURI(), bytesReader(body))
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, s.scheme+"://"+leader+r.URL.RequestURI(), bytesReader(body))
 	if err != nil {
 		fail(w, http.StatusInternalServerError, err)
 		return
