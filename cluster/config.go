@@ -62,8 +62,8 @@ type Config struct {
 	// TLS, when set, secures raft with mutual TLS: it must hold this
 	// node's certificate and the CA for both ClientCAs and RootCAs, with
 	// ClientAuth set to require and verify client certificates.
-	TLS *tls.Config
-	Logger    *slog.Logger // default slog.Default()
+	TLS    *tls.Config
+	Logger *slog.Logger // default slog.Default()
 }
 
 func (c *Config) setDefaults() {
