@@ -59,6 +59,12 @@ type Node struct {
 	healthy      atomic.Bool
 	warm         atomic.Bool
 	transferring atomic.Bool // a hand-off started by stepOnce is in flight
+	// caughtUpTerm is the raft term in which this node, as leader, has
+	// applied every earlier entry (a barrier completed). Until then its
+	// view of the operator's preferred master may be stale, so it must
+	// not preempt.
+	caughtUpTerm atomic.Uint64
+	barrierBusy  atomic.Bool
 
 	// leaseStart is the start (UnixNano, monotonic-derived) of the last
 	// leadership check a quorum confirmed.
@@ -373,6 +379,9 @@ func (n *Node) stepOnce(now time.Time) {
 		others:     n.otherCandidates(),
 	}
 	out := step(in)
+	if out.preempting && !n.caughtUp() {
+		out.transferTo, out.preempting = "", false
+	}
 
 	n.mu.Lock()
 	old := n.state
@@ -423,6 +432,29 @@ func (n *Node) stepOnce(now time.Time) {
 			}
 		}()
 	}
+}
+
+// caughtUp reports whether this leader has applied the whole log of earlier
+// terms; if not, it starts a barrier (once at a time) and reports false.
+func (n *Node) caughtUp() bool {
+	term := n.currentTerm()
+	if n.caughtUpTerm.Load() == term {
+		return true
+	}
+	if n.barrierBusy.CompareAndSwap(false, true) {
+		go func() {
+			defer n.barrierBusy.Store(false)
+			if n.raft.Barrier(2*time.Second).Error() == nil {
+				n.caughtUpTerm.Store(term)
+			}
+		}()
+	}
+	return false
+}
+
+func (n *Node) currentTerm() uint64 {
+	t, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	return t
 }
 
 func (n *Node) transferTo(name string) error {

@@ -362,3 +362,37 @@ func TestSeedNeverOverwrites(t *testing.T) {
 		t.Fatalf("current config %q", r.Doc)
 	}
 }
+
+// With preemption on, a planned failover to a lower-priority director
+// sticks: the new master has not necessarily applied the "preferred" entry
+// when it takes over, and must not preempt before it has.
+func TestPlannedFailoverSticksWithPreemption(t *testing.T) {
+	tc := newTestClusterWith(t, func(i int, c *Config) { c.Preempt = true }, RoleDirector, RoleDirector, RoleWitness)
+	// n2 has the higher priority (101): preemption makes it master.
+	deadline := time.Now().Add(10 * time.Second)
+	for !(len(tc.masters()) == 1 && tc.masters()[0] == 1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 never became master by preemption: %v", tc.masters())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tc.waitWarm(1, "n1", true)
+	for trial := 0; trial < 5; trial++ {
+		from, to := 1, 0
+		if trial%2 == 1 {
+			from, to = 0, 1
+		}
+		if _, err := tc.nodes[from].Failover(tc.cfgs[to].Name, false); err != nil {
+			t.Fatalf("trial %d: %v", trial, err)
+		}
+		tc.waitMaster(2*time.Second, from)
+		end := time.Now().Add(time.Second)
+		for time.Now().Before(end) {
+			if m := tc.masters(); len(m) == 1 && m[0] != to {
+				t.Fatalf("trial %d: mastership went back to %s after a planned failover to %s", trial, tc.cfgs[m[0]].Name, tc.cfgs[to].Name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	tc.checkNoOverlap()
+}
