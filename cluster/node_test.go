@@ -396,3 +396,49 @@ func TestPlannedFailoverSticksWithPreemption(t *testing.T) {
 	}
 	tc.checkNoOverlap()
 }
+
+// The configuration history survives a snapshot and a restart that
+// restores from it (the log before the snapshot is compacted away).
+func TestSnapshotRestore(t *testing.T) {
+	tc := newTestCluster(t, RoleDirector, RoleDirector, RoleWitness)
+	m := tc.waitMaster(10*time.Second, -1)
+	for i := 1; i <= 3; i++ {
+		doc := []byte(fmt.Sprintf("v: %d\n", i))
+		_, err := tc.nodes[m].ApplyConfig(doc, "test")
+		for try := 0; err == ErrNotLeader && try < 50; try++ {
+			m = tc.waitMaster(5*time.Second, -1)
+			_, err = tc.nodes[m].ApplyConfig(doc, "test")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tc.nodes[m].Failover("", true); err != nil { // record a preferred master too
+		t.Fatal(err)
+	}
+	f := (m + 1) % 3
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if r, ok := tc.nodes[f].Config(0); ok && r.Version == 3 && tc.nodes[f].fsm.Preferred() != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("follower never reached version 3 and the preferred master")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := tc.nodes[f].raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	preferred := tc.nodes[f].fsm.Preferred()
+	tc.stop(f)
+	tc.start(f)
+	// Restored from the snapshot, before any new entry arrives.
+	r, ok := tc.nodes[f].Config(2)
+	if !ok || string(r.Doc) != "v: 2\n" || len(tc.nodes[f].ConfigHistory()) != 3 {
+		t.Fatalf("after restore: %+v %v, history %d", r, ok, len(tc.nodes[f].ConfigHistory()))
+	}
+	if got := tc.nodes[f].fsm.Preferred(); got != preferred || got == "" {
+		t.Fatalf("preferred master after restore = %q, want %q", got, preferred)
+	}
+}
