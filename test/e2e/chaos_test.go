@@ -50,7 +50,7 @@ func (w *overlapWatch) check(t *testing.T) {
 
 func TestPartitionedMasterStepsDown(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	w := c.watchOverlap()
 	old := c.node(m)
 	start := time.Now()
@@ -82,7 +82,7 @@ func TestPartitionedMasterStepsDown(t *testing.T) {
 
 func TestFrozenMasterIsReplaced(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	old := c.node(m)
 	start := time.Now()
 	if err := kill(old, syscall.SIGSTOP); err != nil {
@@ -124,7 +124,7 @@ func TestFrozenMasterIsReplaced(t *testing.T) {
 
 func TestTrackedInterfaceDownMakesFault(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	old := c.node(m)
 	// Directors track "front0", a second link to the client side; taking
 	// it down must move mastership even though raft is fine.
@@ -152,7 +152,7 @@ func TestVIPFollowsMaster(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
 	client := c.lab.Node("client")
 	client.Attach(c.sw, "eth0", "192.0.2.50/24")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	holders := func() []string {
 		var out []string
 		for _, n := range c.nodes {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +18,7 @@ import (
 
 func TestElectionAndCLI(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	if m == "wit1" {
 		t.Fatal("the witness became master")
 	}
@@ -61,7 +62,10 @@ func TestElectionAndCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`lbha_state{state="MASTER"} 1`, "lbha_raft_term ", "lbha_is_leader 1", "lbha_config_version", "lbha_failovers_total 1", `lbha_vip_announcements_total{kind="arp"}`, "lbha_vips_held 1"} {
+	if !regexp.MustCompile(`(?m)^lbha_failovers_total [1-9]`).Match(body) {
+		t.Errorf("metrics lack a non-zero lbha_failovers_total")
+	}
+	for _, want := range []string{`lbha_state{state="MASTER"} 1`, "lbha_raft_term ", "lbha_is_leader 1", "lbha_config_version", `lbha_vip_announcements_total{kind="arp"}`, "lbha_vips_held 1"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
@@ -85,7 +89,7 @@ func TestElectionAndCLI(t *testing.T) {
 
 func TestCrashFailoverKill9(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	start := time.Now()
 	if err := kill(c.node(m), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -123,7 +127,7 @@ func TestCrashFailoverKill9(t *testing.T) {
 
 func TestPlannedFailover(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	other := "dir1"
 	if m == "dir1" {
 		other = "dir2"
@@ -149,7 +153,7 @@ func TestPlannedFailover(t *testing.T) {
 
 func TestConfigApplyFromBackup(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	m := c.waitMaster(15*time.Second, nil)
+	m := c.waitStableMaster(15 * time.Second)
 	backup := "dir1"
 	if m == "dir1" {
 		backup = "dir2"
@@ -196,7 +200,7 @@ func TestConfigApplyFromBackup(t *testing.T) {
 
 func TestJoinAndLeave(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
-	c.waitMaster(15*time.Second, nil)
+	c.waitStableMaster(15 * time.Second)
 	// A fourth node, configured with every peer, starts with --join.
 	n := c.addNode("dir3", "192.0.2.14")
 	n.proc = n.ns.Start(lbhaBin, "agent", "--join", "--config", n.cfgPath)
@@ -228,5 +232,56 @@ func TestJoinAndLeave(t *testing.T) {
 	if !netlab.WaitFor(5*time.Second, func() bool { return voters(c.nodes[0]) == 3 }) {
 		out, _ := c.cli(c.nodes[0], "members")
 		t.Fatalf("after leave, members:\n%s", out)
+	}
+}
+
+// TestNodesAdoptClusterConfig: VIPs come from the replicated configuration,
+// not from a node's local file: after `lbha config apply` moves the VIP, a
+// node restarted with its old file still serves the cluster's VIP.
+func TestNodesAdoptClusterConfig(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitStableMaster(15 * time.Second)
+	doc, err := os.ReadFile(c.node(m).cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "moved.yaml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(doc), "192.0.2.100/24", "192.0.2.101/24")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !netlab.WaitFor(5*time.Second, func() bool { _, err := c.cli(c.node("wit1"), "config", "apply", file); return err == nil }) {
+		t.Fatal("config apply failed")
+	}
+	holds := func(n *node, addr string) bool {
+		o, _ := n.ns.Run("ip", "-o", "addr", "show", "dev", "eth0")
+		return strings.Contains(o, addr)
+	}
+	if !netlab.WaitFor(3*time.Second, func() bool { return holds(c.node(m), "192.0.2.101/24") && !holds(c.node(m), "192.0.2.100/24") }) {
+		t.Fatalf("master %s did not move to the applied VIP", m)
+	}
+	// Restart the master with its old file (VIP .100); whoever is master
+	// afterwards must hold .101 only.
+	if err := kill(c.node(m), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.waitMaster(5*time.Second, map[string]bool{m: true})
+	c.start(c.node(m))
+	if !netlab.WaitFor(10*time.Second, func() bool {
+		st, err := c.status(c.node(m))
+		return err == nil && st.ConfigVersion >= 2
+	}) {
+		st, err := c.status(c.node(m))
+		c.dumpLogs()
+		t.Fatalf("restarted %s did not catch up with the cluster configuration: %+v %v", m, st, err)
+	}
+	time.Sleep(time.Second) // let preemption settle
+	cur := c.waitMaster(5*time.Second, nil)
+	if !netlab.WaitFor(3*time.Second, func() bool { return holds(c.node(cur), "192.0.2.101/24") }) {
+		t.Fatalf("master %s does not hold the cluster's VIP", cur)
+	}
+	for _, n := range c.nodes {
+		if holds(n, "192.0.2.100/24") {
+			t.Fatalf("%s holds the VIP of its stale local file", n.name)
+		}
 	}
 }

@@ -241,6 +241,31 @@ func (c *cluster) waitMaster(d time.Duration, skip map[string]bool) string {
 	return last[0]
 }
 
+// waitStableMaster waits until one node has been the only master for
+// 700 ms: after start, the first winner may still hand mastership to a
+// director of higher priority (preemption).
+func (c *cluster) waitStableMaster(d time.Duration) string {
+	c.t.Helper()
+	var cur string
+	var since time.Time
+	ok := netlab.WaitFor(d, func() bool {
+		m := c.masters(nil)
+		if len(m) != 1 {
+			cur = ""
+			return false
+		}
+		if m[0] != cur {
+			cur, since = m[0], time.Now()
+		}
+		return time.Since(since) >= 700*time.Millisecond
+	})
+	if !ok {
+		c.dumpLogs()
+		c.t.Fatalf("no stable master within %v", d)
+	}
+	return cur
+}
+
 func (c *cluster) dumpLogs() {
 	for _, n := range c.nodes {
 		out := n.proc.Output.String()

@@ -24,7 +24,7 @@ func TestFailoverTimes(t *testing.T) {
 	c := newCluster(t, "director", "director", "witness")
 	var crash, planned []time.Duration
 	for i := 0; i < trials; i++ {
-		m := c.waitMaster(15*time.Second, nil)
+		m := c.waitStableMaster(15 * time.Second)
 		start := time.Now()
 		if err := kill(c.node(m), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
