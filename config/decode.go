@@ -513,6 +513,8 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 			d.mapping(v, p, []key{
 				{"socket", func(v *yaml.Node, p string) { d.str(v, p, &c.API.Socket) }},
 				{"metrics_address", func(v *yaml.Node, p string) { d.str(v, p, &c.API.MetricsAddress) }},
+				{"tcp_address", func(v *yaml.Node, p string) { d.str(v, p, &c.API.TCPAddress) }},
+				{"token_file", func(v *yaml.Node, p string) { d.str(v, p, &c.API.TokenFile) }},
 			})
 		}},
 		{"dataplane", func(v *yaml.Node, p string) {

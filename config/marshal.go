@@ -182,6 +182,8 @@ func marshalConfig(c *Config) *yaml.Node {
 	am := newMap()
 	putStr(am, "socket", c.API.Socket, def.API.Socket)
 	putStr(am, "metrics_address", c.API.MetricsAddress, "")
+	putStr(am, "tcp_address", c.API.TCPAddress, "")
+	putStr(am, "token_file", c.API.TokenFile, "")
 	putMap(root, "api", am)
 
 	putStr(root, "dataplane", string(c.Dataplane), string(def.Dataplane))

@@ -107,6 +107,11 @@ type API struct {
 	// MetricsAddress is host:port of the Prometheus endpoint; empty
 	// disables it.
 	MetricsAddress string
+	// TCPAddress (host:port), when set, also serves the operator API over
+	// TLS (the node certificate of cluster.tls, which is then required) to
+	// clients that present the bearer token in TokenFile (required).
+	TCPAddress string
+	TokenFile  string
 }
 
 // Dataplane selects the forwarding engine.

@@ -32,7 +32,7 @@ func ValidateServices(svcs []Service) error {
 func (c *Config) validate(ps *problems) {
 	c.validateNode(ps)
 	c.validateCluster(ps)
-	validateAPI(ps, &c.API)
+	validateAPI(ps, &c.API, c.Cluster.TLS != nil)
 	switch c.Dataplane {
 	case DataplaneAuto, DataplaneKernel, DataplaneUserspace:
 	default:
@@ -246,7 +246,7 @@ func checkIfName(ps *problems, path, name string) {
 	}
 }
 
-func validateAPI(ps *problems, a *API) {
+func validateAPI(ps *problems, a *API, tlsOn bool) {
 	if a.Socket == "" {
 		ps.add("api.socket", "is required")
 	} else if !filepath.IsAbs(a.Socket) {
@@ -258,6 +258,20 @@ func validateAPI(ps *problems, a *API) {
 			ps.add("api.metrics_address", "%q is not host:port", a.MetricsAddress)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			ps.add("api.metrics_address", "%q: port must be 1..65535", a.MetricsAddress)
+		}
+	}
+	if a.TCPAddress != "" {
+		_, port, err := net.SplitHostPort(a.TCPAddress)
+		if err != nil {
+			ps.add("api.tcp_address", "%q is not host:port", a.TCPAddress)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			ps.add("api.tcp_address", "%q: port must be 1..65535", a.TCPAddress)
+		}
+		if !tlsOn {
+			ps.add("api.tcp_address", "needs cluster.tls: the TCP operator API is served over TLS only")
+		}
+		if a.TokenFile == "" {
+			ps.add("api.tcp_address", "needs api.token_file: TCP clients authenticate with a bearer token")
 		}
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,8 +32,11 @@ func init() {
 
 // clientFlags are the flags of every command that talks to an agent.
 type clientFlags struct {
-	socket string
-	json   bool
+	socket    string
+	json      bool
+	url       string // TCP operator API, instead of the socket
+	tokenFile string
+	caFile    string
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
@@ -41,12 +46,47 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	}
 	cmd.Flags().StringVar(&f.socket, "socket", def, "agent API socket (env LBHA_SOCKET)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON instead of a table")
+	cmd.Flags().StringVar(&f.url, "api", os.Getenv("LBHA_API"), "TCP operator API, https://host:port, instead of the socket (env LBHA_API)")
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", os.Getenv("LBHA_TOKEN_FILE"), "file holding the TCP API's bearer token (env LBHA_TOKEN_FILE)")
+	cmd.Flags().StringVar(&f.caFile, "ca-file", os.Getenv("LBHA_CA_FILE"), "CA that signed the agent's certificate, for --api (env LBHA_CA_FILE)")
+}
+
+func (f *clientFlags) client() (*api.Client, error) {
+	if f.url == "" {
+		return api.NewClient(f.socket), nil
+	}
+	if !strings.HasPrefix(f.url, "https://") {
+		return nil, fmt.Errorf("--api %q: the TCP operator API is served over TLS only (https://host:port)", f.url)
+	}
+	if f.tokenFile == "" {
+		return nil, errors.New("--api needs --token-file")
+	}
+	tok, err := os.ReadFile(f.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	var roots *x509.CertPool
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate", f.caFile)
+		}
+	}
+	return api.NewTCPClient(f.url, strings.TrimSpace(string(tok)), roots), nil
 }
 
 func (f *clientFlags) do(cmd *cobra.Command, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
-	if err := api.NewClient(f.socket).Do(ctx, method, path, in, out); err != nil {
+	c, err := f.client()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if err := c.Do(ctx, method, path, in, out); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	return nil

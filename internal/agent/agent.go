@@ -143,9 +143,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	node.SetAPIAddress(peerAddr)
 	h := api.NewHandler(a, a.log, cc.TLS)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- api.Serve(ctx, ul, h) }()
 	go func() { errc <- api.Serve(ctx, tl, h) }()
+	if addr := o.Config.API.TCPAddress; addr != "" {
+		ol, err := a.operatorListener(addr, cc.TLS)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- api.Serve(ctx, ol.l, api.RequireToken(h, ol.token)) }()
+	}
 	a.log.Info("agent started", "node", o.Config.Node.Name, "role", o.Config.Node.Role,
 		"socket", sock, "peer_api", peerAddr)
 
@@ -204,6 +211,34 @@ func clusterConfig(c *config.Config, log *slog.Logger) (cluster.Config, error) {
 		cc.GossipKey = key
 	}
 	return cc, cc.Validate()
+}
+
+type operatorListener struct {
+	l     net.Listener
+	token string
+}
+
+// operatorListener opens the TCP operator API: TLS with the node's
+// certificate (operators authenticate with the token, not a certificate).
+func (a *Agent) operatorListener(addr string, clusterTLS *tls.Config) (*operatorListener, error) {
+	token, err := os.ReadFile(a.cfg.API.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: api.token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(token))
+	if len(tok) < 16 {
+		return nil, fmt.Errorf("agent: api.token_file %s: token shorter than 16 characters", a.cfg.API.TokenFile)
+	}
+	if clusterTLS == nil {
+		return nil, errors.New("agent: api.tcp_address needs cluster.tls")
+	}
+	tc := &tls.Config{Certificates: clusterTLS.Certificates, MinVersion: tls.VersionTLS13}
+	l, err := tls.Listen("tcp", addr, tc)
+	if err != nil {
+		return nil, fmt.Errorf("agent: operator API on %s: %w", addr, err)
+	}
+	a.log.Info("operator API on TCP", "address", addr)
+	return &operatorListener{l: l, token: tok}, nil
 }
 
 // loadTLS builds the mutual-TLS configuration of raft and the peer API: this

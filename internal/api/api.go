@@ -10,6 +10,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -385,4 +386,18 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		return err
 	}
 	return nil
+}
+
+// RequireToken wraps h so that every request must carry
+// "Authorization: Bearer <token>"; the comparison takes constant time.
+func RequireToken(h http.Handler, token string) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			fail(w, http.StatusUnauthorized, errors.New("missing or wrong API token"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,5 +146,28 @@ func TestErrors(t *testing.T) {
 	err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Do(ctx, http.MethodGet, "/v1/status", nil, nil)
 	if !errors.Is(err, ErrNoAgent) {
 		t.Fatalf("no agent: %v", err)
+	}
+}
+
+func TestTCPAPIWithToken(t *testing.T) {
+	b := &fakeBackend{name: "l", leader: true}
+	srv := httptest.NewTLSServer(RequireToken(Handler(b, slog.Default()), "s3cret-token-0123"))
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	ctx := context.Background()
+	var st Status
+	if err := NewTCPClient(srv.URL, "s3cret-token-0123", roots).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil || st.Name != "l" {
+		t.Fatalf("with the token: %+v %v", st, err)
+	}
+	for _, tok := range []string{"", "wrong", "s3cret-token-012"} {
+		err := NewTCPClient(srv.URL, tok, roots).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+		if err == nil || !strings.Contains(err.Error(), "token") {
+			t.Fatalf("token %q: %v", tok, err)
+		}
+	}
+	// A server whose certificate the client does not trust is refused.
+	if err := NewTCPClient(srv.URL, "s3cret-token-0123", x509.NewCertPool()).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {
+		t.Fatal("an untrusted server certificate was accepted")
 	}
 }

@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -17,15 +20,27 @@ import (
 // ErrNoAgent means nothing listens on the socket.
 var ErrNoAgent = errors.New("no lbha agent is running")
 
-// Client talks to an agent's Unix socket.
+// Client talks to an agent's Unix socket, or to its TCP operator API.
 type Client struct {
-	socket string
+	socket string // or the https URL of the TCP API
+	base   string // URL prefix of requests
+	token  string
 	http   *http.Client
+}
+
+// NewTCPClient returns a client of an agent's TCP operator API at url
+// (https://host:port), authenticating with token and trusting the CA in
+// roots (nil: the system roots).
+func NewTCPClient(url, token string, roots *x509.CertPool) *Client {
+	return &Client{socket: url, base: strings.TrimSuffix(url, "/"), token: token, http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}},
+	}}
 }
 
 // NewClient returns a client of the agent listening on socket.
 func NewClient(socket string) *Client {
-	return &Client{socket: socket, http: &http.Client{
+	return &Client{socket: socket, base: "http://lbha", http: &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -44,11 +59,14 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://lbha"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
