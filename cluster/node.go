@@ -96,6 +96,7 @@ type nodeMeta struct {
 	Healthy  bool   `json:"h"`
 	Warm     bool   `json:"w"`
 	API      string `json:"a,omitempty"`
+	Resync   string `json:"y,omitempty"` // sync resync address while master
 }
 
 // Start opens the raft store in cfg.DataDir, joins the cluster and starts
@@ -512,7 +513,7 @@ func (n *Node) otherCandidates() []candidate {
 func (n *Node) publishMeta() {
 	m := nodeMeta{Role: n.cfg.Role, Priority: n.cfg.Priority, Healthy: n.healthy.Load(), Warm: n.warm.Load()}
 	if old := n.meta.Load(); old != nil {
-		m.API = old.API
+		m.API, m.Resync = old.API, old.Resync
 	}
 	n.mu.Lock()
 	m.State = n.state
@@ -651,10 +652,28 @@ type Member struct {
 
 // LeaderAPI returns the API address the current leader published, "" if
 // unknown.
-func (n *Node) LeaderAPI() string {
+func (n *Node) LeaderAPI() string { return n.leaderMeta().API }
+
+// SetResyncAddress publishes the address where this node, as master, serves
+// full sync resyncs ("" when it serves none).
+func (n *Node) SetResyncAddress(addr string) {
+	m := *n.meta.Load()
+	m.Resync = addr
+	n.meta.Store(&m)
+	n.updateGossip()
+}
+
+// LeaderResyncAddress returns the resync address the current leader
+// published, "" if unknown.
+func (n *Node) LeaderResyncAddress() string { return n.leaderMeta().Resync }
+
+func (n *Node) leaderMeta() nodeMeta {
 	_, leader := n.raft.LeaderWithID()
 	if leader == "" || n.ml == nil {
-		return ""
+		return nodeMeta{}
+	}
+	if string(leader) == n.cfg.Name {
+		return *n.meta.Load()
 	}
 	for _, m := range n.ml.Members() {
 		if m.Name != string(leader) {
@@ -662,10 +681,10 @@ func (n *Node) LeaderAPI() string {
 		}
 		var meta nodeMeta
 		if json.Unmarshal(m.Meta, &meta) == nil {
-			return meta.API
+			return meta
 		}
 	}
-	return ""
+	return nodeMeta{}
 }
 
 // Members lists the raft configuration joined with the gossip view.

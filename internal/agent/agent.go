@@ -53,6 +53,8 @@ type Agent struct {
 	vips  *vip.Manager
 	vipMu sync.Mutex
 
+	sync *syncer // nil without sync configured
+
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
 }
 
@@ -160,6 +162,17 @@ func Run(ctx context.Context, o Options) error {
 	if o.Config.Node.Role == config.RoleDirector {
 		go a.runHealth(ctx)
 		go a.assertVIPs(ctx)
+		s, err := a.newSyncer()
+		if err != nil {
+			return err
+		}
+		if s != nil {
+			a.sync = s
+			node.SetWarm(false) // until a full resync completes
+			syncDone := make(chan struct{})
+			go func() { defer close(syncDone); s.run(ctx) }()
+			defer func() { <-syncDone }()
+		}
 	}
 
 	select {
@@ -423,6 +436,8 @@ func (a *Agent) Status() api.Status {
 }
 
 func (a *Agent) Members() []cluster.Member { return a.node.Members() }
+
+func (a *Agent) SyncStatus() any { return a.sync.status() }
 
 func (a *Agent) Failover(to string, force bool) (string, error) { return a.node.Failover(to, force) }
 

@@ -58,13 +58,18 @@ var (
 	descConfigVersion = prometheus.NewDesc("lbha_config_version", "Version of the replicated configuration applied here.", nil, nil)
 	descTolerant      = prometheus.NewDesc("lbha_cluster_survives_one_failure", "1 if the voters can lose one node and keep a master.", nil, nil)
 	descAnnounce      = prometheus.NewDesc("lbha_vip_announcements_total", "Gratuitous ARPs (arp) and unsolicited neighbour advertisements (ndp) sent.", []string{"kind"}, nil)
+	descSyncWarm      = prometheus.NewDesc("lbha_sync_warm", "1 when this node's connection table is complete (master, or backup after a full resync).", nil, nil)
+	descSyncDatagrams = prometheus.NewDesc("lbha_sync_datagrams_total", "Sync datagrams sent (master) and received (backup).", []string{"direction"}, nil)
+	descSyncEntries   = prometheus.NewDesc("lbha_sync_entries_total", "Sync entries sent, received and applied.", []string{"what"}, nil)
+	descSyncDropped   = prometheus.NewDesc("lbha_sync_dropped_total", "Sync datagrams and entries dropped, by reason.", []string{"reason"}, nil)
+	descTableEntries  = prometheus.NewDesc("lbha_table_entries", "Entries of the connection table.", []string{"kind"}, nil)
 	descVIPOps        = prometheus.NewDesc("lbha_vip_operations_total", "VIP address operations, by operation and result.", []string{"op", "result"}, nil)
 )
 
 type statusCollector struct{ a *Agent }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant, descAnnounce, descVIPOps} {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant, descAnnounce, descVIPOps, descSyncWarm, descSyncDatagrams, descSyncEntries, descSyncDropped, descTableEntries} {
 		ch <- d
 	}
 }
@@ -93,6 +98,24 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(op.fail), op.name, "error")
 		}
 		ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(v.Expired), "expire", "late-renewal")
+	}
+	if c.a.sync != nil {
+		ss := c.a.sync.status()
+		st := ss.Stats
+		ch <- prometheus.MustNewConstMetric(descSyncWarm, prometheus.GaugeValue, b2f(ss.Warm))
+		ch <- prometheus.MustNewConstMetric(descSyncDatagrams, prometheus.CounterValue, float64(st.DatagramsSent), "sent")
+		ch <- prometheus.MustNewConstMetric(descSyncDatagrams, prometheus.CounterValue, float64(st.DatagramsReceived), "received")
+		for what, v := range map[string]uint64{"sent": st.EntriesSent, "received": st.EntriesReceived, "applied": st.EntriesApplied, "apply-error": st.ApplyErrors} {
+			ch <- prometheus.MustNewConstMetric(descSyncEntries, prometheus.CounterValue, float64(v), what)
+		}
+		for reason, v := range map[string]uint64{"truncated": st.Truncated, "syncid": st.SyncIDMismatch, "auth-missing": st.AuthMissing, "auth-forged": st.AuthForged, "replayed": st.Replayed} {
+			ch <- prometheus.MustNewConstMetric(descSyncDropped, prometheus.CounterValue, float64(v), reason)
+		}
+		for r, v := range st.DroppedByReason {
+			ch <- prometheus.MustNewConstMetric(descSyncDropped, prometheus.CounterValue, float64(v), "wire-"+r.String())
+		}
+		ch <- prometheus.MustNewConstMetric(descTableEntries, prometheus.GaugeValue, float64(ss.Conns), "connection")
+		ch <- prometheus.MustNewConstMetric(descTableEntries, prometheus.GaugeValue, float64(ss.Templates), "template")
 	}
 }
 

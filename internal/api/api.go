@@ -47,6 +47,8 @@ type Backend interface {
 	Self() (name string, addr netip.Addr, apiPort int)
 	// Stop ends the agent (after this node left the cluster).
 	Stop()
+	// SyncStatus describes the connection sync daemon.
+	SyncStatus() any
 }
 
 // JoinViaRequest asks the local agent to join the cluster that the member
@@ -118,6 +120,7 @@ func NewHandler(b Backend, log *slog.Logger, peerTLS *tls.Config) http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Status()) })
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Members()) })
 	mux.HandleFunc("POST /v1/failover", s.failover)
+	mux.HandleFunc("GET /v1/sync", func(w http.ResponseWriter, r *http.Request) { reply(w, b.SyncStatus()) })
 	mux.HandleFunc("POST /v1/config", s.applyConfig)
 	mux.HandleFunc("GET /v1/config", s.getConfig)
 	mux.HandleFunc("GET /v1/config/history", func(w http.ResponseWriter, r *http.Request) { reply(w, b.ConfigHistory()) })

@@ -72,7 +72,8 @@ func (f *fakeBackend) Leave(name string) error { return f.Join(name, netip.Addr{
 func (f *fakeBackend) Self() (string, netip.Addr, int) {
 	return f.name, netip.MustParseAddr("192.0.2.1"), 7001
 }
-func (f *fakeBackend) Stop() {}
+func (f *fakeBackend) Stop()           {}
+func (f *fakeBackend) SyncStatus() any { return map[string]string{"role": "off"} }
 
 // serveUnix serves b on a Unix socket and returns a client of it.
 func serveUnix(t *testing.T, b Backend) *Client {

@@ -285,3 +285,30 @@ func TestNodesAdoptClusterConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncWarmth: the master runs the sync master, the backup the sync
+// backup, which reports warm to the cluster only after a full resync.
+func TestSyncWarmth(t *testing.T) {
+	c := newCluster(t, "director", "director", "witness")
+	m := c.waitStableMaster(15 * time.Second)
+	backup := "dir1"
+	if m == "dir1" {
+		backup = "dir2"
+	}
+	var out string
+	if !netlab.WaitFor(5*time.Second, func() bool {
+		out, _ = c.cli(c.node(backup), "sync", "stats")
+		return strings.Contains(out, "role") && strings.Contains(out, "backup") && regexp.MustCompile(`warm\s+yes`).MatchString(out)
+	}) {
+		t.Fatalf("backup %s never warm:\n%s", backup, out)
+	}
+	t.Logf("lbha sync stats on the backup:\n%s", out)
+	out, err := c.cli(c.node(m), "sync", "stats", "--json")
+	if err != nil || !strings.Contains(out, `"role": "master"`) || !strings.Contains(out, `"ResyncsServed": 1`) {
+		t.Fatalf("sync stats on the master: %v\n%s", err, out)
+	}
+	out, _ = c.cli(c.node(m), "members")
+	if strings.Count(out, " yes   ") < 2 {
+		t.Logf("members:\n%s", out)
+	}
+}

@@ -148,6 +148,7 @@ func (c *cluster) writeConfig(n *node, i int) {
 	fmt.Fprintf(&b, "api: {socket: %s, metrics_address: \"%s:9470\"}\n", filepath.Join(n.dir, "lbha.sock"), n.addr)
 	if n.role == "director" {
 		b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
+		b.WriteString("sync: {interface: eth0, syncid: 1}\n")
 	}
 	n.cfgPath = filepath.Join(n.dir, "lbha.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(b.String()), 0o644); err != nil {
