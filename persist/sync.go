@@ -22,6 +22,12 @@ type SyncEntry struct {
 	State State
 	// Fwmark is the connection's mark (v1 only; 0 from v0).
 	Fwmark uint32
+	// Expires, when positive, is the remaining lifetime (a full resync):
+	// the timer runs for Expires while the entry keeps Timeout as its
+	// configured timeout, so that a later restart (a new connection
+	// through a template, after a take-over) uses the configured value.
+	// Zero starts the timer with the full timeout, as live sync does.
+	Expires time.Duration
 	// Timeout is the configured timeout in seconds; 0 (always so in v0)
 	// selects the state's default, 180 s for templates.
 	Timeout uint32
@@ -159,7 +165,12 @@ func (t *Table) ApplySync(s *SyncEntry, resolve Resolver) (Ref, error) {
 	e.inPkts = t.cfg.SyncThreshold
 	e.state = s.State
 	e.timeout = timeout
-	sh.restart(i, now)
+	if s.Expires > 0 && s.Expires < time.Duration(timeout)*time.Millisecond {
+		e.setDeadline(now + int64(s.Expires))
+		sh.reschedule(i)
+	} else {
+		sh.restart(i, now)
+	}
 	ref := makeRef(sh.id, e.gen, i)
 	t.emit(kind, sh, i, now, true)
 	sh.mu.Unlock()

@@ -376,3 +376,30 @@ func TestApplySyncBindsOnUpdate(t *testing.T) {
 		t.Errorf("dest counters (-want +got):\n%s", diff)
 	}
 }
+
+// A full resync gives the remaining lifetime: the timer runs for it, while
+// the entry keeps its configured timeout for later restarts.
+func TestApplySyncRemainingLifetime(t *testing.T) {
+	tbl, clk := newTestTable(t, nil)
+	s := SyncEntry{Proto: ProtoTCP, Client: ap("192.0.2.0:0"), Virtual: ap("192.0.2.100:80"), DestAddr: ap("198.51.100.12:80"),
+		Flags: 0x1100, State: TemplateNone, Timeout: 300, Expires: 20 * time.Second}
+	ref, err := tbl.ApplySync(&s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := tbl.Get(ref)
+	if !ok || e.Timeout != 300*time.Second || e.Expires > 20*time.Second || e.Expires < 19*time.Second {
+		t.Fatalf("after apply: timeout %v expires %v", e.Timeout, e.Expires)
+	}
+	clk.Advance(21 * time.Second)
+	tbl.Expire(clk.Now())
+	if _, ok := tbl.Get(ref); ok {
+		t.Fatal("the template outlived its remaining lifetime")
+	}
+	// An Expires beyond the timeout is capped by the timeout.
+	s.Expires = time.Hour
+	ref, _ = tbl.ApplySync(&s, nil)
+	if e, _ := tbl.Get(ref); e.Expires > 300*time.Second {
+		t.Fatalf("expires %v beyond the configured 300 s", e.Expires)
+	}
+}

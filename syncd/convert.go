@@ -84,6 +84,7 @@ func fromWire(s *persist.SyncEntry, w *wire.Entry, version uint8) {
 		State:    persist.State(w.State),
 		Fwmark:   w.FWMark,
 		Timeout:  w.Timeout,
+		Expires:  time.Duration(w.Expires) * time.Second,
 	}
 	if len(w.PEData) > 0 && w.PEName != "" {
 		// The decoder's copy may be reused by the next decode.

@@ -38,8 +38,9 @@ import (
 //
 // Frame types: header (payload: total entries, 8 bytes; keepalive interval
 // in milliseconds, 4 bytes), entries (payload: one version 1 sync message
-// in the kernel's wire format, whose timeouts are the entries' remaining
-// lifetimes in seconds, rounded up, at least 1), end (payload: the number
+// in the kernel's wire format: timeouts are the configured ones, and each
+// entry carries lbha's remaining-lifetime option (wire.Entry.Expires) with
+// the time left in seconds, rounded up, at least 1), end (payload: the number
 // of entries sent, 8 bytes) and keepalive (no payload), which follows the
 // end frame at the announced interval for as long as the connection lasts.
 // The nonce and the frame numbers make a recorded stream useless to replay,

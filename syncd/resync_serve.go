@@ -120,10 +120,13 @@ func (m *Master) serveOne(ctx context.Context, c net.Conn) error {
 		if !convertible(&e) || e.Expires <= 0 {
 			return true
 		}
-		if !toWire(&w, &e, max(seconds(e.Expires), 1)) {
+		// The configured timeout as live sync sends it, and the time
+		// left in lbha's remaining-lifetime option.
+		if !toWire(&w, &e, seconds(e.Timeout)) {
 			m.stats.entriesUnencodable.Add(1)
 			return true
 		}
+		w.Expires = max(seconds(e.Expires), 1)
 		ok, err := b.Add(&w)
 		if err == nil && !ok {
 			if !send() {

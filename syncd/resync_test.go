@@ -121,7 +121,7 @@ func TestResync(t *testing.T) {
 }
 
 // TestResyncLifetime checks that a resync carries each entry's remaining
-// lifetime, not its configured timeout.
+// lifetime for its timer and its configured timeout for later restarts.
 func TestResyncLifetime(t *testing.T) {
 	clk := &stepClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	master, err := persist.New(persist.Config{Clock: clk, Tick: time.Second})
@@ -142,6 +142,9 @@ func TestResyncLifetime(t *testing.T) {
 	backup.Range(func(e persist.Entry) bool {
 		if e.Template() {
 			got[e.Client.Addr().String()] = e.Expires.Round(time.Second)
+			if e.Timeout != 360*time.Second {
+				t.Errorf("%v: configured timeout %v on the backup, want 360s", e.Client, e.Timeout)
+			}
 		}
 		return true
 	})

@@ -291,6 +291,7 @@ func (d Decoder) decodeV1(m *Message, b []byte) []Problem {
 			peData, peName     []byte
 			hasPEData, hasName bool
 			unknown            = -1
+			expires            uint32
 			dropReason         Reason
 			dropValue          int
 			p                  = off + fixed
@@ -312,6 +313,11 @@ func (d Decoder) decodeV1(m *Message, b []byte) []Problem {
 				break
 			}
 			data := b[p : p+l]
+			if typ == optExpires && l == expiresLen {
+				expires = be.Uint32(data)
+				p += l
+				continue
+			}
 			switch typ &^ optParam {
 			case optSeqData:
 				if l != seqLen {
@@ -398,6 +404,7 @@ func (d Decoder) decodeV1(m *Message, b []byte) []Problem {
 		if seq != nil {
 			e.Seq = ar.seq(getSeq(seq, binary.BigEndian))
 		}
+		e.Expires = expires
 		if hasPEData {
 			e.PEData = ar.copyBytes(peData, len(b)-off)
 		}

@@ -46,6 +46,9 @@ func (e *Entry) entryLen(version uint8) (int, error) {
 			}
 			n += 2 + l
 		}
+		if e.Expires != 0 {
+			n += 2 + expiresLen
+		}
 		return n, nil
 	case V0:
 		if c6 {
@@ -127,7 +130,11 @@ func (e *Entry) putEntry(p []byte, version uint8) {
 	}
 	if l := len(e.PEName); l > 0 {
 		p[o], p[o+1] = optPEName, uint8(l)
-		copy(p[o+2:], e.PEName)
+		o += 2 + copy(p[o+2:], e.PEName)
+	}
+	if e.Expires != 0 {
+		p[o], p[o+1] = optExpires, expiresLen
+		be.PutUint32(p[o+2:], e.Expires)
 	}
 }
 

@@ -420,3 +420,41 @@ func TestBuilderNoAllocs(t *testing.T) {
 		t.Errorf("AppendBinary into a reused buffer: %v allocations, want 0", allocs)
 	}
 }
+
+// The lbha remaining-lifetime option: it round-trips, it is counted in the
+// entry size and followed by padding like any option, and it carries the
+// optional bit, so that a receiver not knowing it (a kernel) keeps the entry.
+func TestExpiresOption(t *testing.T) {
+	a := sipTemplate("call-1")
+	a.Expires = 42
+	b := Entry{Protocol: tcp, Flags: FlagTemplate | FlagInactive, VPort: 80, DPort: 80, Timeout: 300, Expires: 7,
+		CAddr: netip.MustParseAddr("192.0.2.0"), VAddr: vAddr, DAddr: dAddr}
+	m := Message{Version: V1, SyncID: 1, Entries: []Entry{a, b}}
+	raw, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sip template: 36 + 2+6 PE data + 2+3 PE name + 2+4 expires = 55
+	// bytes, padded to 56; the TCP template 36 + 6 = 42.
+	if got := len(raw); got != 8+56+42 {
+		t.Fatalf("message of %d bytes, want %d", got, 8+56+42)
+	}
+	if raw[8+36+2+6+2+3] != 0x50 {
+		t.Fatalf("option type 0x%02x, want 0x50 (optional bit set)", raw[8+36+2+6+2+3])
+	}
+	got, problems, err := Decode(raw)
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("decode: %v %v", err, problems)
+	}
+	if got.Entries[0].Expires != 42 || got.Entries[1].Expires != 7 || got.Entries[1].Timeout != 300 {
+		t.Fatalf("decoded %+v", got.Entries)
+	}
+	// Same bytes with the optional bit cleared: a mandatory unknown option,
+	// which refuses the entry (kernel rule); so the bit is what keeps
+	// kernels compatible.
+	raw[8+36+2+6+2+3] = 0x10
+	_, problems, err = Decode(raw)
+	if err != nil || len(problems) != 1 || problems[0].Action != SkipEntry {
+		t.Fatalf("with the mandatory variant: %v %v", err, problems)
+	}
+}

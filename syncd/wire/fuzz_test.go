@@ -68,7 +68,7 @@ func entriesEqual(a, b []Entry) bool {
 			x.FWMark != y.FWMark || x.Timeout != y.Timeout ||
 			x.CAddr != y.CAddr || x.VAddr != y.VAddr || x.DAddr != y.DAddr ||
 			(x.Seq == nil) != (y.Seq == nil) || x.Seq != nil && *x.Seq != *y.Seq ||
-			string(x.PEData) != string(y.PEData) || x.PEName != y.PEName {
+			string(x.PEData) != string(y.PEData) || x.PEName != y.PEName || x.Expires != y.Expires {
 			return false
 		}
 	}
@@ -77,7 +77,7 @@ func entriesEqual(a, b []Entry) bool {
 
 // TestEntriesEqual keeps entriesEqual in step with Entry.
 func TestEntriesEqual(t *testing.T) {
-	if n := reflect.TypeFor[Entry]().NumField(); n != 14 {
+	if n := reflect.TypeFor[Entry]().NumField(); n != 15 {
 		t.Fatalf("Entry has %d fields; update entriesEqual", n)
 	}
 	a := []Entry{withSeq(sipTemplate("x"))}

@@ -69,6 +69,13 @@ const (
 	// know it (IPVS_OPT_F_PARAM); without it an unknown option refuses the
 	// entry.
 	optParam uint8 = 0x40
+	// optExpires is an lbha extension: the entry's remaining lifetime in
+	// seconds (4 bytes), sent in full resyncs so that a backup can run the
+	// timer for the time left while keeping the configured timeout. It
+	// carries the optional bit, so kernel backups skip it (their decoder
+	// masks the bit, finds type 0x10 unknown and ignores it).
+	optExpires uint8 = optParam | 0x10
+	expiresLen       = 4
 )
 
 // Type byte of v1 entries: bit 0 selects the IPv6 layout (STYPE_F_INET6).
@@ -129,6 +136,10 @@ type Entry struct {
 	// PEName names the persistence engine, at most MaxPENameLen bytes;
 	// empty when absent (v1 only).
 	PEName string
+	// Expires is an lbha extension (v1 only; 0 = absent): the remaining
+	// lifetime in seconds, which full resyncs send next to Timeout as an
+	// optional parameter. Kernel receivers skip it.
+	Expires uint32
 }
 
 // Seq is struct ip_vs_sync_conn_options: the sequence number adjustments of
