@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job until the cluster demo exists: shows what lbha does today on
-# files shipped in the repository. Needs no root and no network.
+# The main job: what lbha does today. First the offline part (configuration,
+# ipvsadm conversion, sync decoding of real-kernel datagrams); then, as root,
+# a live cluster in network namespaces with a kill -9 failover.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lbha=bin/lbha
@@ -31,3 +32,6 @@ $lbha sync decode syncd/wire/testdata/sip-pe.hex | head -n 12
 say "the same, as JSON (first entry)"
 $lbha sync decode --json syncd/wire/testdata/v1-tcp-persist.hex | head -n 1 | cut -c1-400
 echo
+
+say "live cluster: two directors and a witness in network namespaces"
+scripts/demo-cluster.sh
