@@ -154,4 +154,3 @@ func TestConcurrentCounters(t *testing.T) {
 		t.Fatalf("counters drifted: %d/%d", d.ActiveConns(), d.InactConns())
 	}
 }
-
