@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +83,9 @@ type Node struct {
 	// node that gossip has not yet declared dead.
 	failedTarget map[string]time.Time
 	onState      func(old, new State)
+
+	peersMu sync.Mutex
+	peers   map[string]peerView // gossip view, by member name
 
 	stateCh    chan State    // latest value, buffer 1
 	gossipKick chan struct{} // buffer 1
@@ -223,6 +228,7 @@ func (n *Node) startMemberlist() error {
 	mc.PushPullInterval = 5 * time.Second
 	mc.LogOutput = slogWriter(n.log, "memberlist")
 	mc.Delegate = (*metaDelegate)(n)
+	mc.Events = (*eventDelegate)(n)
 	if len(n.cfg.GossipKey) > 0 {
 		mc.SecretKey = n.cfg.GossipKey
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
@@ -492,23 +498,56 @@ func (n *Node) otherCandidates() []candidate {
 	failed := maps.Clone(n.failedTarget)
 	n.mu.Unlock()
 	var out []candidate
-	for _, m := range n.ml.Members() {
-		if m.Name == n.cfg.Name {
+	for name, p := range n.gossipView() {
+		if name == n.cfg.Name || !p.known {
 			continue
 		}
-		var meta nodeMeta
-		if json.Unmarshal(m.Meta, &meta) != nil {
-			continue
-		}
-		alive := m.State == memberlist.StateAlive
-		if t, ok := failed[m.Name]; ok && time.Since(t) < failedTargetMemory {
+		alive := p.alive
+		if t, ok := failed[name]; ok && time.Since(t) < failedTargetMemory {
 			alive = false
 		}
-		out = append(out, candidate{Name: m.Name, Role: meta.Role, Priority: meta.Priority,
-			Alive: alive, Healthy: meta.Healthy, Warm: meta.Warm})
+		out = append(out, candidate{Name: name, Role: p.meta.Role, Priority: p.meta.Priority,
+			Alive: alive, Healthy: p.meta.Healthy, Warm: p.meta.Warm})
 	}
+	slices.SortFunc(out, func(a, b candidate) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
+
+// peerView is this node's copy of what gossip says about one member.
+// memberlist's own *Node values change under its lock, so they are copied
+// in the event callbacks (which run under that lock) and never read later.
+type peerView struct {
+	meta  nodeMeta
+	known bool // meta decoded
+	alive bool
+}
+
+// gossipView returns a snapshot of the members' gossip state.
+func (n *Node) gossipView() map[string]peerView {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	return maps.Clone(n.peers)
+}
+
+// eventDelegate keeps Node.peers in step with memberlist.
+type eventDelegate Node
+
+func (d *eventDelegate) record(m *memberlist.Node, alive bool) {
+	var p peerView
+	p.known = json.Unmarshal(m.Meta, &p.meta) == nil
+	p.alive = alive
+	n := (*Node)(d)
+	n.peersMu.Lock()
+	if n.peers == nil {
+		n.peers = map[string]peerView{}
+	}
+	n.peers[m.Name] = p
+	n.peersMu.Unlock()
+}
+
+func (d *eventDelegate) NotifyJoin(m *memberlist.Node)   { d.record(m, true) }
+func (d *eventDelegate) NotifyLeave(m *memberlist.Node)  { d.record(m, false) }
+func (d *eventDelegate) NotifyUpdate(m *memberlist.Node) { d.record(m, true) }
 
 func (n *Node) publishMeta() {
 	m := nodeMeta{Role: n.cfg.Role, Priority: n.cfg.Priority, Healthy: n.healthy.Load(), Warm: n.warm.Load()}
@@ -675,14 +714,8 @@ func (n *Node) leaderMeta() nodeMeta {
 	if string(leader) == n.cfg.Name {
 		return *n.meta.Load()
 	}
-	for _, m := range n.ml.Members() {
-		if m.Name != string(leader) {
-			continue
-		}
-		var meta nodeMeta
-		if json.Unmarshal(m.Meta, &meta) == nil {
-			return meta
-		}
+	if p, ok := n.gossipView()[string(leader)]; ok && p.known {
+		return p.meta
 	}
 	return nodeMeta{}
 }
@@ -709,13 +742,15 @@ func (n *Node) Members() []Member {
 			m.Leader = s.ID == leader
 		}
 	}
-	for _, ml := range n.ml.Members() {
-		m := get(ml.Name)
-		var meta nodeMeta
-		if json.Unmarshal(ml.Meta, &meta) == nil {
-			m.Role, m.State, m.Priority, m.Healthy, m.Warm = meta.Role, meta.State, meta.Priority, meta.Healthy, meta.Warm
+	view := n.gossipView()
+	names := slices.Sorted(maps.Keys(view))
+	for _, name := range names {
+		p := view[name]
+		m := get(name)
+		if p.known {
+			m.Role, m.State, m.Priority, m.Healthy, m.Warm = p.meta.Role, p.meta.State, p.meta.Priority, p.meta.Healthy, p.meta.Warm
 		}
-		m.Alive = ml.State == memberlist.StateAlive
+		m.Alive = p.alive
 	}
 	out := make([]Member, 0, len(order))
 	for _, name := range order {
