@@ -428,7 +428,19 @@ func (n *Node) stepOnce(now time.Time) {
 		n.log.Info("handing over leadership", "to", transfer, "state", out.state, "preempt", out.preempting)
 		go func() {
 			defer n.transferring.Store(false)
-			if err := n.transferTo(transfer); err != nil && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			var err error
+			if out.state == StateWitness {
+				// A witness leads only after an election, typically
+				// because the master died, and gossip may still show the
+				// dead director alive. Raft's own choice (the follower
+				// furthest along the log) is a live one: the dead node
+				// never acknowledged this term. Priorities are restored
+				// by preemption afterwards.
+				err = n.raft.LeadershipTransfer().Error()
+			} else {
+				err = n.transferTo(transfer)
+			}
+			if err != nil && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 				n.log.Warn("leadership transfer failed", "to", transfer, "err", err)
 				n.mu.Lock()
 				if n.failedTarget == nil {
