@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -390,7 +389,7 @@ func (a *Agent) notify(command string, st cluster.State, vips []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
 	defer cancel()
 	args := append([]string{"-c", command + ` "$@"`, "lbha-notify", st.String()}, vips...)
-	cmd := exec.CommandContext(ctx, "/bin/sh", args...)
+	cmd := shell(ctx, args[1], args[2:]...)
 	cmd.Env = append(os.Environ(), "LBHA_STATE="+st.String(), "LBHA_NODE="+a.cfg.Node.Name)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

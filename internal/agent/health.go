@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lbha/lbha/config"
@@ -79,7 +80,7 @@ func (h *health) runCheck(ctx context.Context, c config.LocalCheck) {
 	defer tick.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, c.Timeout)
-		out, err := exec.CommandContext(cctx, "/bin/sh", "-c", c.Command).CombinedOutput()
+		out, err := shell(cctx, c.Command).CombinedOutput()
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -97,4 +98,15 @@ func (h *health) runCheck(ctx context.Context, c config.LocalCheck) {
 		case <-tick.C:
 		}
 	}
+}
+
+// shell returns a /bin/sh -c command that a cancelled ctx kills as a whole
+// process group: killing only the shell would leave its children holding
+// the output pipe, and the caller waiting.
+func shell(ctx context.Context, script string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	return cmd
 }
