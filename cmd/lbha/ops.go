@@ -98,77 +98,68 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func newStatusCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show this node's state, term, leader, VIPs and lease",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st api.Status
-			if err := f.do(cmd, http.MethodGet, "/v1/status", nil, &st); err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(w, st)
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(tw, "node\t%s (%s)\n", st.Name, st.Role)
-			fmt.Fprintf(tw, "state\t%s\n", st.State)
-			fmt.Fprintf(tw, "term\t%d\n", st.Term)
-			fmt.Fprintf(tw, "leader\t%s\n", dash(st.Leader))
-			fmt.Fprintf(tw, "vips held\t%s\n", dash(strings.Join(st.VIPs, ", ")))
-			if st.State == cluster.StateMaster {
-				fmt.Fprintf(tw, "lease left\t%v\n", st.LeaseLeft.Round(time.Millisecond))
-			} else {
-				fmt.Fprintf(tw, "last contact\t%v\n", st.LastContact.Round(time.Millisecond))
-			}
-			fmt.Fprintf(tw, "config version\t%d\n", st.ConfigVersion)
-			if st.Dataplane != "" {
-				fmt.Fprintf(tw, "dataplane\t%s\n", st.Dataplane)
-			}
-			if st.Warning != "" {
-				fmt.Fprintf(tw, "WARNING\t%s\n", st.Warning)
-			}
-			return tw.Flush()
-		},
+// newShowCmd builds a read-only command: it GETs path from the agent and
+// prints the answer as JSON with --json, else through render (a table).
+func newShowCmd[T any](use, short, path string, render func(w io.Writer, v T) error) func() *cobra.Command {
+	return func() *cobra.Command {
+		var f clientFlags
+		cmd := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				var v T
+				if err := f.do(cmd, http.MethodGet, path, nil, &v); err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), v)
+				}
+				return render(cmd.OutOrStdout(), v)
+			},
+		}
+		f.register(cmd)
+		return cmd
 	}
-	f.register(cmd)
-	return cmd
 }
 
-func newMembersCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "members",
-		Short: "List the cluster's nodes with role, state, priority, suffrage and health",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ms []cluster.Member
-			if err := f.do(cmd, http.MethodGet, "/v1/members", nil, &ms); err != nil {
-				return err
+var newStatusCmd = newShowCmd("status", "Show this node's state, term, leader, VIPs and lease", "/v1/status",
+	func(w io.Writer, st api.Status) error {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "node\t%s (%s)\n", st.Name, st.Role)
+		fmt.Fprintf(tw, "state\t%s\n", st.State)
+		fmt.Fprintf(tw, "term\t%d\n", st.Term)
+		fmt.Fprintf(tw, "leader\t%s\n", dash(st.Leader))
+		fmt.Fprintf(tw, "vips held\t%s\n", dash(strings.Join(st.VIPs, ", ")))
+		if st.State == cluster.StateMaster {
+			fmt.Fprintf(tw, "lease left\t%v\n", st.LeaseLeft.Round(time.Millisecond))
+		} else {
+			fmt.Fprintf(tw, "last contact\t%v\n", st.LastContact.Round(time.Millisecond))
+		}
+		fmt.Fprintf(tw, "config version\t%d\n", st.ConfigVersion)
+		if st.Dataplane != "" {
+			fmt.Fprintf(tw, "dataplane\t%s\n", st.Dataplane)
+		}
+		if st.Warning != "" {
+			fmt.Fprintf(tw, "WARNING\t%s\n", st.Warning)
+		}
+		return tw.Flush()
+	})
+
+var newMembersCmd = newShowCmd("members", "List the cluster's nodes with role, state, priority, suffrage and health", "/v1/members",
+	func(w io.Writer, ms []cluster.Member) error {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tSTATE\tPRIORITY\tSUFFRAGE\tALIVE\tHEALTHY\tWARM\tLEADER")
+		for _, m := range ms {
+			prio := strconv.Itoa(m.Priority)
+			if m.Role == cluster.RoleWitness {
+				prio = "-"
 			}
-			w := cmd.OutOrStdout()
-			if f.json {
-				return printJSON(w, ms)
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tSTATE\tPRIORITY\tSUFFRAGE\tALIVE\tHEALTHY\tWARM\tLEADER")
-			for _, m := range ms {
-				prio := strconv.Itoa(m.Priority)
-				if m.Role == cluster.RoleWitness {
-					prio = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, dash(m.Address), dash(string(m.Role)),
-					m.State, prio, m.Suffrage, yesNo(m.Alive), yesNo(m.Healthy), yesNo(m.Warm), map[bool]string{true: "*"}[m.Leader])
-			}
-			return tw.Flush()
-		},
-	}
-	f.register(cmd)
-	return cmd
-}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, dash(m.Address), dash(string(m.Role)),
+				m.State, prio, m.Suffrage, yesNo(m.Alive), yesNo(m.Healthy), yesNo(m.Warm), map[bool]string{true: "*"}[m.Leader])
+		}
+		return tw.Flush()
+	})
 
 func newFailoverCmd() *cobra.Command {
 	var f clientFlags
@@ -258,31 +249,15 @@ func newConfigShowCmd() *cobra.Command {
 	return cmd
 }
 
-func newConfigHistoryCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "history",
-		Short: "List the versions of the cluster's configuration",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var h []cluster.Revision
-			if err := f.do(cmd, http.MethodGet, "/v1/config/history", nil, &h); err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), h)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tTIME\tSOURCE\tDIGEST")
-			for _, r := range h {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%.12s\n", r.Version, r.Time.Format(time.RFC3339), r.Source, r.Digest)
-			}
-			return tw.Flush()
-		},
-	}
-	f.register(cmd)
-	return cmd
-}
+var newConfigHistoryCmd = newShowCmd("history", "List the versions of the cluster's configuration", "/v1/config/history",
+	func(w io.Writer, h []cluster.Revision) error {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tTIME\tSOURCE\tDIGEST")
+		for _, r := range h {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%.12s\n", r.Version, r.Time.Format(time.RFC3339), r.Source, r.Digest)
+		}
+		return tw.Flush()
+	})
 
 func dash(s string) string {
 	if s == "" {

@@ -2,11 +2,9 @@ package main
 
 import (
 	"fmt"
-	"net/http"
+	"io"
 	"sort"
 	"text/tabwriter"
-
-	"github.com/spf13/cobra"
 )
 
 func init() { syncCommandFactories = append(syncCommandFactories, newSyncStatsCmd) }
@@ -24,55 +22,39 @@ type syncStatus struct {
 	Stats     map[string]any `json:"stats"`
 }
 
-func newSyncStatsCmd() *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "stats",
-		Short: "Show the connection sync daemon's role, warmth, table size and counters",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st syncStatus
-			if err := f.do(cmd, http.MethodGet, "/v1/sync", nil, &st); err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintf(tw, "role\t%s\n", st.Role)
-			if st.Interface != "" {
-				fmt.Fprintf(tw, "interface\t%s\n", st.Interface)
-			}
-			fmt.Fprintf(tw, "warm\t%s\n", yesNo(st.Warm))
-			if st.Resync != "" {
-				fmt.Fprintf(tw, "resync from\t%s\n", st.Resync)
-			}
-			fmt.Fprintf(tw, "table\t%d connections, %d templates\n", st.Conns, st.Templates)
-			if st.Error != "" {
-				fmt.Fprintf(tw, "ERROR\t%s\n", st.Error)
-			}
-			keys := make([]string, 0, len(st.Stats))
-			for k := range st.Stats {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				switch v := st.Stats[k].(type) {
-				case float64:
-					if v != 0 {
-						fmt.Fprintf(tw, "%s\t%.0f\n", k, v)
-					}
-				case map[string]any:
-					for sk, sv := range v {
-						fmt.Fprintf(tw, "%s[%s]\t%v\n", k, sk, sv)
-					}
-				case bool:
-					fmt.Fprintf(tw, "%s\t%v\n", k, v)
+var newSyncStatsCmd = newShowCmd("stats", "Show the connection sync daemon's role, warmth, table size and counters", "/v1/sync",
+	func(w io.Writer, st syncStatus) error {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "role\t%s\n", st.Role)
+		if st.Interface != "" {
+			fmt.Fprintf(tw, "interface\t%s\n", st.Interface)
+		}
+		fmt.Fprintf(tw, "warm\t%s\n", yesNo(st.Warm))
+		if st.Resync != "" {
+			fmt.Fprintf(tw, "resync from\t%s\n", st.Resync)
+		}
+		fmt.Fprintf(tw, "table\t%d connections, %d templates\n", st.Conns, st.Templates)
+		if st.Error != "" {
+			fmt.Fprintf(tw, "ERROR\t%s\n", st.Error)
+		}
+		keys := make([]string, 0, len(st.Stats))
+		for k := range st.Stats {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch v := st.Stats[k].(type) {
+			case float64:
+				if v != 0 {
+					fmt.Fprintf(tw, "%s\t%.0f\n", k, v)
 				}
+			case map[string]any:
+				for sk, sv := range v {
+					fmt.Fprintf(tw, "%s[%s]\t%v\n", k, sk, sv)
+				}
+			case bool:
+				fmt.Fprintf(tw, "%s\t%v\n", k, v)
 			}
-			return tw.Flush()
-		},
-	}
-	f.register(cmd)
-	return cmd
-}
+		}
+		return tw.Flush()
+	})
