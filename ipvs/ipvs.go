@@ -24,11 +24,11 @@ import (
 // ServiceKey identifies a virtual service: protocol, address and port, or a
 // firewall mark (with the address family of its destinations).
 type ServiceKey struct {
-	Fwmark   uint32     // non-zero for fwmark services; then Addr is unset
-	IPv6     bool       // family of a fwmark service
-	Protocol uint8      // 6, 17 or 132; 0 for fwmark services
-	Addr     netip.Addr // the VIP
-	Port     uint16
+	Fwmark   uint32     `json:"fwmark,omitempty"`   // non-zero for fwmark services; then Addr is unset
+	IPv6     bool       `json:"ipv6,omitempty"`     // family of a fwmark service
+	Protocol uint8      `json:"protocol,omitempty"` // 6, 17 or 132; 0 for fwmark services
+	Addr     netip.Addr `json:"addr,omitzero"`      // the VIP
+	Port     uint16     `json:"port,omitempty"`
 }
 
 func (k ServiceKey) String() string {
@@ -62,34 +62,34 @@ func boolCmp(a, b bool) int {
 
 // Service is a virtual service's settings, without its real servers.
 type Service struct {
-	Key       ServiceKey
-	Scheduler string
-	Flags     uint32 // scheduler flags, the kernel's SCHED1..3 bits
+	Key       ServiceKey `json:"key"`
+	Scheduler string     `json:"scheduler"`
+	Flags     uint32     `json:"flags,omitempty"` // scheduler flags, the kernel's SCHED1..3 bits
 	// Timeout is the persistence timeout in seconds; 0 means not
 	// persistent.
-	Timeout uint32
+	Timeout uint32 `json:"timeout,omitempty"`
 	// Netmask is the persistence granularity: an IPv4 mask, or for IPv6 a
 	// prefix length in its last byte (the kernel's convention).
-	Netmask   uint32
-	PE        string // persistence engine, "" or "sip"
-	OnePacket bool
+	Netmask   uint32 `json:"netmask,omitempty"`
+	PE        string `json:"pe,omitempty"` // persistence engine, "" or "sip"
+	OnePacket bool   `json:"one_packet,omitempty"`
 }
 
 // Dest is one real server of a service as the dataplane holds it.
 type Dest struct {
-	Addr       netip.AddrPort
-	Method     dest.Method
-	Weight     int
-	UThreshold uint32
-	LThreshold uint32
-	TunnelType uint8 // ipip 0, gue 1, gre 2 (IP_VS_CONN_F_TUNNEL_TYPE_*)
-	TunnelPort uint16
+	Addr       netip.AddrPort `json:"addr"`
+	Method     dest.Method    `json:"method"`
+	Weight     int            `json:"weight"`
+	UThreshold uint32         `json:"u_threshold,omitempty"`
+	LThreshold uint32         `json:"l_threshold,omitempty"`
+	TunnelType uint8          `json:"tunnel_type,omitempty"` // ipip 0, gue 1, gre 2 (IP_VS_CONN_F_TUNNEL_TYPE_*)
+	TunnelPort uint16         `json:"tunnel_port,omitempty"`
 }
 
 // ServiceState is a service with its real servers.
 type ServiceState struct {
 	Service
-	Dests []Dest
+	Dests []Dest `json:"dests"`
 }
 
 // OpKind says what an operation does.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/lbha/lbha/cluster"
+	"github.com/lbha/lbha/ipvs"
 )
 
 // Backend is what the API serves. cluster.Node implements most of it; the
@@ -49,6 +50,28 @@ type Backend interface {
 	Stop()
 	// SyncStatus describes the connection sync daemon.
 	SyncStatus() any
+	// Services describes the dataplane's virtual services with live
+	// counters and health; Conns lists its connections and templates.
+	Services() (Services, error)
+	Conns() (Conns, error)
+}
+
+// Services is what `lbha services` shows.
+type Services struct {
+	// Dataplane is "kernel" or "userspace"; Version is the IPVS version
+	// the dataplane reports (the kernel's, or the one the userspace proxy
+	// mimics) and TableSize its connection hash size, for ipvsadm's
+	// header line.
+	Dataplane string               `json:"dataplane"`
+	Version   string               `json:"version"`
+	TableSize int                  `json:"table_size"`
+	Services  []ipvs.ServiceStatus `json:"services"`
+}
+
+// Conns is what `lbha conns` shows.
+type Conns struct {
+	Dataplane string      `json:"dataplane"`
+	Conns     []ipvs.Conn `json:"conns"`
 }
 
 // JoinViaRequest asks the local agent to join the cluster that the member
@@ -121,6 +144,8 @@ func NewHandler(b Backend, log *slog.Logger, peerTLS *tls.Config) http.Handler {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Members()) })
 	mux.HandleFunc("POST /v1/failover", s.failover)
 	mux.HandleFunc("GET /v1/sync", func(w http.ResponseWriter, r *http.Request) { reply(w, b.SyncStatus()) })
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { replyOrFail(w, b.Services) })
+	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { replyOrFail(w, b.Conns) })
 	mux.HandleFunc("POST /v1/config", s.applyConfig)
 	mux.HandleFunc("GET /v1/config", s.getConfig)
 	mux.HandleFunc("GET /v1/config/history", func(w http.ResponseWriter, r *http.Request) { reply(w, b.ConfigHistory()) })
@@ -368,6 +393,17 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) ([]byte, bool) {
 func reply(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// replyOrFail answers with what get returns, or 503 when the dataplane
+// cannot tell.
+func replyOrFail[T any](w http.ResponseWriter, get func() (T, error)) {
+	v, err := get()
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	reply(w, v)
 }
 
 func fail(w http.ResponseWriter, status int, err error) {

@@ -172,3 +172,7 @@ func TestTCPAPIWithToken(t *testing.T) {
 		t.Fatal("an untrusted server certificate was accepted")
 	}
 }
+
+func (f *fakeBackend) Services() (Services, error) { return Services{Dataplane: "fake"}, nil }
+
+func (f *fakeBackend) Conns() (Conns, error) { return Conns{Dataplane: "fake"}, nil }
