@@ -144,7 +144,7 @@ var problemCases = []problemCase{
 	{"unknown key", base + "servics: []\n", []string{
 		"2:1 servics: unknown key (did you mean \"services\"?)"}},
 	{"unknown key far from any", base + "zzzzzzzzzz: 1\n", []string{
-		"2:1 zzzzzzzzzz: unknown key (want one of node, cluster, api, dataplane, vips, sync, services)"}},
+		"2:1 zzzzzzzzzz: unknown key (want one of node, cluster, api, dataplane, dataplane_options, vips, sync, services)"}},
 	{"repeated key", base + "dataplane: auto\ndataplane: kernel\n", []string{
 		"3:1 dataplane: key \"dataplane\" already set at line 2"}},
 	{"wrong type", "node: {name: d1, role: director, priority: high}\n", []string{
@@ -308,7 +308,7 @@ var problemCases = []problemCase{
 	{"empty list item", base + "services:\n  -\n", []string{
 		"3:4 services[0]: empty list item"}},
 	{"aliases work", base + "x: &s {protocol: tcp}\n", []string{
-		"2:1 x: unknown key (want one of node, cluster, api, dataplane, vips, sync, services)"}},
+		"2:1 x: unknown key (want one of node, cluster, api, dataplane, dataplane_options, vips, sync, services)"}},
 }
 
 func TestProblems(t *testing.T) {
@@ -519,5 +519,36 @@ func TestPairWithoutWitnessIsValid(t *testing.T) {
 `
 	if _, err := Parse("pair.yaml", []byte(doc)); err != nil {
 		t.Fatalf("Parse: %v", err)
+	}
+}
+
+func TestDataplaneOptions(t *testing.T) {
+	const in = `
+node: {name: d1, role: director}
+dataplane: userspace
+dataplane_options: {expire_quiescent_template: true, on_standby: drain, drain_timeout: 5s}
+`
+	c, err := Parse("opts.yaml", []byte(in))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := DataplaneOptions{ExpireQuiescentTemplate: true, OnStandby: StandbyDrain, DrainTimeout: 5 * time.Second}
+	if c.DataplaneOptions != want {
+		t.Fatalf("options %+v, want %+v", c.DataplaneOptions, want)
+	}
+	out, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse("back.yaml", out)
+	if err != nil || back.DataplaneOptions != want {
+		t.Fatalf("round trip: %+v, %v\n%s", back.DataplaneOptions, err, out)
+	}
+	if Default().DataplaneOptions.OnStandby != StandbyClose {
+		t.Fatal("default standby action is not close")
+	}
+	_, err = Parse("bad.yaml", []byte("dataplane_options: {on_standby: linger}\n"))
+	if err == nil || !strings.Contains(err.Error(), `bad.yaml:1:33: dataplane_options.on_standby: unknown standby action "linger" (want close, drain)`) {
+		t.Fatalf("bad standby action: %v", err)
 	}
 }

@@ -522,6 +522,16 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 			d.str(v, p, &s)
 			c.Dataplane = Dataplane(s)
 		}},
+		{"dataplane_options", func(v *yaml.Node, p string) {
+			o := &c.DataplaneOptions
+			d.mapping(v, p, []key{
+				{"expire_quiescent_template", func(v *yaml.Node, p string) { d.bool(v, p, &o.ExpireQuiescentTemplate) }},
+				{"on_standby", func(v *yaml.Node, p string) {
+					enum(d, v, p, "standby action", []string{"close", "drain"}, []StandbyAction{StandbyClose, StandbyDrain}, &o.OnStandby)
+				}},
+				{"drain_timeout", func(v *yaml.Node, p string) { d.duration(v, p, &o.DrainTimeout) }},
+			})
+		}},
 		{"vips", func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, v *yaml.Node, ip string) {
 				var vip VIP

@@ -187,6 +187,13 @@ func marshalConfig(c *Config) *yaml.Node {
 	putMap(root, "api", am)
 
 	putStr(root, "dataplane", string(c.Dataplane), string(def.Dataplane))
+	om := newMap()
+	if c.DataplaneOptions.ExpireQuiescentTemplate {
+		put(om, "expire_quiescent_template", boolNode(true))
+	}
+	putStr(om, "on_standby", string(c.DataplaneOptions.OnStandby), string(def.DataplaneOptions.OnStandby))
+	putDur(om, "drain_timeout", c.DataplaneOptions.DrainTimeout, def.DataplaneOptions.DrainTimeout)
+	putMap(root, "dataplane_options", om)
 
 	if len(c.VIPs) > 0 {
 		seq := &yaml.Node{Kind: yaml.SequenceNode}

@@ -14,9 +14,12 @@ type Config struct {
 	Cluster   Cluster
 	API       API
 	Dataplane Dataplane
-	VIPs      []VIP
-	Sync      Sync
-	Services  []Service
+	// DataplaneOptions tune the dataplane; the zero value is the kernel's
+	// defaults.
+	DataplaneOptions DataplaneOptions
+	VIPs             []VIP
+	Sync             Sync
+	Services         []Service
 }
 
 // Role is what a node does in the cluster.
@@ -123,6 +126,33 @@ const (
 	DataplaneKernel    Dataplane = "kernel"
 	DataplaneUserspace Dataplane = "userspace"
 )
+
+// StandbyAction says what the userspace dataplane does with the flows it
+// proxies when its director stops being master.
+type StandbyAction string
+
+// Standby actions.
+const (
+	// StandbyClose closes every flow at once (the default): the VIP has
+	// moved, so the flows' packets already reach the new master.
+	StandbyClose StandbyAction = "close"
+	// StandbyDrain stops accepting but lets existing flows run for up to
+	// DrainTimeout (a planned switchover where clients still reach this
+	// director, e.g. through a route that has not converged).
+	StandbyDrain StandbyAction = "drain"
+)
+
+// DataplaneOptions are the dataplane's tunables.
+type DataplaneOptions struct {
+	// ExpireQuiescentTemplate is the kernel sysctl of that name: a
+	// persistence template whose real server has weight 0 stops matching,
+	// so its clients are scheduled again.
+	ExpireQuiescentTemplate bool
+	// OnStandby and DrainTimeout (default 30s) apply to the userspace
+	// dataplane.
+	OnStandby    StandbyAction
+	DrainTimeout time.Duration
+}
 
 // VIP is a virtual address the master holds.
 type VIP struct {
@@ -450,6 +480,10 @@ func Default() *Config {
 		},
 		API:       API{Socket: DefaultSocket},
 		Dataplane: DataplaneAuto,
+		DataplaneOptions: DataplaneOptions{
+			OnStandby:    StandbyClose,
+			DrainTimeout: 30 * time.Second,
+		},
 		Sync: Sync{
 			Group:         DefaultSyncGroup,
 			Port:          DefaultSyncPort,

@@ -38,6 +38,9 @@ func (c *Config) validate(ps *problems) {
 	default:
 		ps.add("dataplane", "unknown dataplane %q (want auto, kernel or userspace)", c.Dataplane)
 	}
+	if c.DataplaneOptions.DrainTimeout < 0 {
+		ps.add("dataplane_options.drain_timeout", "must not be negative")
+	}
 	validateVIPs(ps, c.VIPs)
 	c.validateSync(ps)
 	validateServices(ps, "services", c.Services)
