@@ -45,6 +45,11 @@ func (k ServiceKey) String() string {
 	return name + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
 }
 
+// CompareKeys orders service keys as ipvsadm lists services: address
+// services before fwmark services, then by family, protocol, address and
+// port.
+func CompareKeys(a, b ServiceKey) int { return compareKeys(a, b) }
+
 func compareKeys(a, b ServiceKey) int {
 	return cmp.Or(cmp.Compare(a.Fwmark, b.Fwmark), boolCmp(a.IPv6, b.IPv6), cmp.Compare(a.Protocol, b.Protocol),
 		a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))

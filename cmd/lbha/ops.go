@@ -101,8 +101,16 @@ func printJSON(w io.Writer, v any) error {
 // newShowCmd builds a read-only command: it GETs path from the agent and
 // prints the answer as JSON with --json, else through render (a table).
 func newShowCmd[T any](use, short, path string, render func(w io.Writer, v T) error) func() *cobra.Command {
+	return newShowCmdFlags(use, short, path, func(*cobra.Command) func(io.Writer, T) error { return render })
+}
+
+// newShowCmdFlags is newShowCmd for a command with flags of its own: setup
+// registers them on the command (whose client flags, --json included,
+// already exist) and returns the renderer, which reads them.
+func newShowCmdFlags[T any](use, short, path string, setup func(cmd *cobra.Command) func(w io.Writer, v T) error) func() *cobra.Command {
 	return func() *cobra.Command {
 		var f clientFlags
+		var render func(w io.Writer, v T) error
 		cmd := &cobra.Command{
 			Use:   use,
 			Short: short,
@@ -119,6 +127,7 @@ func newShowCmd[T any](use, short, path string, render func(w io.Writer, v T) er
 			},
 		}
 		f.register(cmd)
+		render = setup(cmd)
 		return cmd
 	}
 }

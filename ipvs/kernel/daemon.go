@@ -208,19 +208,30 @@ var ErrNoIPVS = errors.New("ipvs: the kernel has no IPVS (generic netlink family
 
 // DialSyncDaemons opens a generic netlink socket and finds the IPVS family.
 func DialSyncDaemons() (*SyncDaemons, error) {
+	c, f, err := dialIPVS()
+	if err != nil {
+		return nil, err
+	}
+	return &SyncDaemons{c: c, family: f}, nil
+}
+
+// dialIPVS opens a generic netlink socket and resolves the IPVS family on
+// it: the one check that tells a kernel with IPVS from one without, shared
+// by the sync daemons and the backend.
+func dialIPVS() (*genetlink.Conn, genetlink.Family, error) {
 	c, err := genetlink.Dial(nil)
 	if err != nil {
-		return nil, fmt.Errorf("ipvs: generic netlink: %w", err)
+		return nil, genetlink.Family{}, fmt.Errorf("ipvs: generic netlink: %w", err)
 	}
 	f, err := c.GetFamily(familyName)
 	if err != nil {
 		c.Close()
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, ErrNoIPVS
+			return nil, genetlink.Family{}, ErrNoIPVS
 		}
-		return nil, fmt.Errorf("ipvs: find family %s: %w", familyName, err)
+		return nil, genetlink.Family{}, fmt.Errorf("ipvs: find family %s: %w", familyName, err)
 	}
-	return &SyncDaemons{c: c, family: f}, nil
+	return c, f, nil
 }
 
 // Close closes the socket.
