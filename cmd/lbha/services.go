@@ -263,7 +263,7 @@ func serviceIPv6(k ipvs.ServiceKey) bool {
 
 // mask4 returns an IPv4 netmask held as a big-endian uint32.
 func mask4(m uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(m), byte(m >> 8), byte(m >> 16), byte(m >> 24)})
+	return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
 }
 
 // appendLargeNum is ipvsadm's print_largenum: a counter in 9 columns,

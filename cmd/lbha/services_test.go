@@ -572,6 +572,10 @@ func e3Conns() api.Conns {
 			State: "NONE", Expires: 744 * time.Hour, Template: true, PEName: "sip", PEData: "x@example.org"},
 		{Proto: "UDP", Client: ap("192.0.2.9:5060"), Virtual: ap("192.0.2.100:5060"), Dest: ap("10.0.0.11:5060"),
 			State: "UDP", Expires: -time.Second},
+		// pe name without data: no pe columns (ipvsadm reads both or
+		// neither); no destination yet: 0.0.0.0:0 as the kernel shows it.
+		{Proto: "UDP", Client: ap("192.0.2.10:5060"), Virtual: ap("192.0.2.100:5060"),
+			State: "UDP", Expires: 30 * time.Second, PEName: "sip"},
 	}}
 }
 
@@ -588,6 +592,7 @@ func TestConnsList(t *testing.T) {
 		"UDP 100:59 NONE        192.0.2.7:0        192.0.2.100:5060   10.0.0.11:5060",
 		"UDP 44640:00 NONE        192.0.2.8:0        192.0.2.100:5060   198.51.100.11:5060",
 		"UDP 00:00  UDP         192.0.2.9:5060     192.0.2.100:5060   10.0.0.11:5060",
+		"UDP 00:30  UDP         192.0.2.10:5060    192.0.2.100:5060   0.0.0.0:0",
 	)
 	if diff := cmp.Diff(want, string(appendConns(nil, e3Conns(), false))); diff != "" {
 		t.Errorf("ipvsadm -Lcn layout (-want +got):\n%s", diff)
@@ -606,6 +611,7 @@ func TestConnsList(t *testing.T) {
 		"UDP 100:59 NONE        192.0.2.7:0        192.0.2.100:5060   10.0.0.11:5060   sip                a84b4c76e66710",
 		"UDP 44640:00 NONE        192.0.2.8:0        192.0.2.100:5060   198.51.100.11:5060 sip                x@example.org",
 		"UDP 00:00  UDP         192.0.2.9:5060     192.0.2.100:5060   10.0.0.11:5060",
+		"UDP 00:30  UDP         192.0.2.10:5060    192.0.2.100:5060   0.0.0.0:0",
 	)
 	if diff := cmp.Diff(want, string(appendConns(nil, e3Conns(), true))); diff != "" {
 		t.Errorf("ipvsadm -Lcn --persistent-conn layout (-want +got):\n%s", diff)

@@ -31,6 +31,7 @@ import (
 	"github.com/lbha/lbha/cluster"
 	"github.com/lbha/lbha/config"
 	"github.com/lbha/lbha/internal/api"
+	"github.com/lbha/lbha/persist"
 	"github.com/lbha/lbha/vip"
 )
 
@@ -52,7 +53,9 @@ type Agent struct {
 	vips  *vip.Manager
 	vipMu sync.Mutex
 
-	sync *syncer // nil without sync configured
+	sync  *syncer        // nil without sync configured
+	table *persist.Table // connections and templates (directors)
+	dp    *dataplane     // directors only
 
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
 }
@@ -97,8 +100,28 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
+	if o.Config.Node.Role == config.RoleDirector {
+		// The table and the dataplane exist before the node can become
+		// master, so that the first state change finds them.
+		tc := persist.DefaultConfig()
+		tc.ExpireQuiescentTemplate = o.Config.DataplaneOptions.ExpireQuiescentTemplate
+		table, err := persist.New(tc)
+		if err != nil {
+			return fmt.Errorf("agent: connection table: %w", err)
+		}
+		a.table = table
+		go func() { _ = table.Run(ctx) }()
+		dp, err := a.newDataplane(table)
+		if err != nil {
+			return err
+		}
+		a.dp = dp
+	}
 	node, err := cluster.Start(cc)
 	if err != nil {
+		if a.dp != nil {
+			_ = a.dp.close()
+		}
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.node = node
@@ -158,6 +181,21 @@ func Run(ctx context.Context, o Options) error {
 		"socket", sock, "peer_api", peerAddr)
 
 	go a.seedConfig(ctx)
+	if a.dp != nil {
+		dpDone := make(chan struct{})
+		go func() { defer close(dpDone); a.dp.run(ctx) }()
+		defer func() { <-dpDone }()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-node.ConfigChanges():
+					a.dp.trigger()
+				}
+			}
+		}()
+	}
 	if o.Config.Node.Role == config.RoleDirector {
 		go a.runHealth(ctx)
 		go a.assertVIPs(ctx)
@@ -330,6 +368,7 @@ func (a *Agent) seedConfig(ctx context.Context) {
 // script never delays fencing.
 func (a *Agent) stateChanged(old, new cluster.State) {
 	a.syncVIPs(context.Background())
+	a.dp.setActive(new == cluster.StateMaster)
 	a.log.Info("node state", "from", old, "to", new)
 	a.met.observe(new)
 	if cmd := a.cfg.Cluster.NotifyCommand; cmd != "" {
@@ -425,6 +464,9 @@ func (a *Agent) currentConfig() *config.Config {
 
 func (a *Agent) Status() api.Status {
 	st := api.Status{Status: a.node.Status()}
+	if a.dp != nil {
+		st.Dataplane = a.dp.name
+	}
 	st.VIPs = []string{}
 	if a.vips != nil {
 		for _, v := range a.vips.Held() {

@@ -21,6 +21,19 @@ type metrics struct {
 	reg          *prometheus.Registry
 	stateChanges *prometheus.CounterVec
 	failovers    prometheus.Counter
+	rsChanges    *prometheus.CounterVec
+}
+
+// realServerTransition counts a health verdict change.
+func (m *metrics) realServerTransition(up bool) {
+	if m == nil {
+		return
+	}
+	to := "down"
+	if up {
+		to = "up"
+	}
+	m.rsChanges.WithLabelValues(to).Inc()
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -34,8 +47,12 @@ func newMetrics(a *Agent) *metrics {
 			Name: "lbha_failovers_total",
 			Help: "Times this node became master.",
 		}),
+		rsChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbha_realserver_health_transitions_total",
+			Help: "Health verdict changes of real servers, by the verdict entered.",
+		}, []string{"to"}),
 	}
-	m.reg.MustRegister(m.stateChanges, m.failovers, statusCollector{a},
+	m.reg.MustRegister(m.stateChanges, m.failovers, m.rsChanges, statusCollector{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -64,12 +81,18 @@ var (
 	descSyncDropped   = prometheus.NewDesc("lbha_sync_dropped_total", "Sync datagrams and entries dropped, by reason.", []string{"reason"}, nil)
 	descTableEntries  = prometheus.NewDesc("lbha_table_entries", "Entries of the connection table.", []string{"kind"}, nil)
 	descVIPOps        = prometheus.NewDesc("lbha_vip_operations_total", "VIP address operations, by operation and result.", []string{"op", "result"}, nil)
+	descDPOps         = prometheus.NewDesc("lbha_dataplane_operations_total", "Dataplane changes made by the reconciler, by result.", []string{"dataplane", "result"}, nil)
+	descDPDrift       = prometheus.NewDesc("lbha_dataplane_drift_repairs_total", "Reconciles that found the dataplane changed behind lbha's back and repaired it.", []string{"dataplane"}, nil)
+	descRSUp          = prometheus.NewDesc("lbha_realserver_up", "1 while a checked real server passes its health check.", []string{"service", "server"}, nil)
+	descSvcConns      = prometheus.NewDesc("lbha_service_connections_total", "Connections scheduled by a virtual service.", []string{"service"}, nil)
+	descSvcBytes      = prometheus.NewDesc("lbha_service_bytes_total", "Bytes through a virtual service, by direction.", []string{"service", "direction"}, nil)
+	descRSActive      = prometheus.NewDesc("lbha_realserver_connections", "Connections bound to a real server, by state.", []string{"service", "server", "state"}, nil)
 )
 
 type statusCollector struct{ a *Agent }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant, descAnnounce, descVIPOps, descSyncWarm, descSyncDatagrams, descSyncEntries, descSyncDropped, descTableEntries} {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLeader, descLastContact, descLeaseLeft, descVIPs, descConfigVersion, descTolerant, descAnnounce, descVIPOps, descSyncWarm, descSyncDatagrams, descSyncEntries, descSyncDropped, descTableEntries, descDPOps, descDPDrift, descRSUp, descSvcConns, descSvcBytes, descRSActive} {
 		ch <- d
 	}
 }
@@ -98,6 +121,31 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(op.fail), op.name, "error")
 		}
 		ch <- prometheus.MustNewConstMetric(descVIPOps, prometheus.CounterValue, float64(v.Expired), "expire", "late-renewal")
+	}
+	if dp := c.a.dp; dp != nil {
+		n := dp.rec.Counters()
+		ch <- prometheus.MustNewConstMetric(descDPOps, prometheus.CounterValue, float64(n.Applied), dp.name, "applied")
+		ch <- prometheus.MustNewConstMetric(descDPOps, prometheus.CounterValue, float64(n.Failed), dp.name, "failed")
+		ch <- prometheus.MustNewConstMetric(descDPDrift, prometheus.CounterValue, float64(n.DriftRepairs), dp.name)
+		if svcs, err := dp.services(); err == nil {
+			for _, s := range svcs.Services {
+				name := s.Key.String()
+				ch <- prometheus.MustNewConstMetric(descSvcConns, prometheus.CounterValue, float64(s.Stats.Conns), name)
+				ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(s.Stats.InBytes), name, "in")
+				ch <- prometheus.MustNewConstMetric(descSvcBytes, prometheus.CounterValue, float64(s.Stats.OutBytes), name, "out")
+				for _, d := range s.Dests {
+					server := d.Addr.String()
+					if d.Health != "" {
+						ch <- prometheus.MustNewConstMetric(descRSUp, prometheus.GaugeValue, b2f(d.Health == "up"), name, server)
+					}
+					if d.Removed {
+						continue
+					}
+					ch <- prometheus.MustNewConstMetric(descRSActive, prometheus.GaugeValue, float64(d.ActiveConns), name, server, "active")
+					ch <- prometheus.MustNewConstMetric(descRSActive, prometheus.GaugeValue, float64(d.InactConns), name, server, "inactive")
+				}
+			}
+		}
 	}
 	if c.a.sync != nil {
 		ss := c.a.sync.status()

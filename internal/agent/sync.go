@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/lbha/lbha/cluster"
-	"github.com/lbha/lbha/dest"
 	"github.com/lbha/lbha/persist"
 	"github.com/lbha/lbha/syncd"
 )
@@ -38,11 +37,8 @@ func (a *Agent) newSyncer() (*syncer, error) {
 	if c.Interface == "" {
 		return nil, nil
 	}
-	table, err := persist.New(persist.DefaultConfig())
-	if err != nil {
-		return nil, fmt.Errorf("agent: connection table: %w", err)
-	}
-	s := &syncer{a: a, table: table, role: -1, tc: syncd.TransportConfig{
+	var err error
+	s := &syncer{a: a, table: a.table, role: -1, tc: syncd.TransportConfig{
 		Interface: c.Interface, Group: c.Group, Port: c.Port, TTL: c.TTL,
 	}}
 	if c.AuthKeyFile != "" {
@@ -55,7 +51,6 @@ func (a *Agent) newSyncer() (*syncer, error) {
 
 // run keeps the right daemon running for the node's state until ctx ends.
 func (s *syncer) run(ctx context.Context) {
-	go func() { _ = s.table.Run(ctx) }()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -136,7 +131,7 @@ func (s *syncer) startBackup(ctx context.Context, resync string) {
 	b, err := syncd.NewBackup(syncd.BackupConfig{
 		SyncID: c.SyncID, MaxLen: c.MaxLen, ResyncAddr: resync, Auth: s.auth, Logger: log,
 		OnWarm: func(w bool) { s.a.node.SetWarm(w) },
-	}, s.table, rx, func(persist.DestQuery) *dest.Dest { return nil })
+	}, s.table, rx, s.a.dp.resolve)
 	if err != nil {
 		rx.Close()
 		s.fail(log, err)

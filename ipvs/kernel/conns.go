@@ -108,6 +108,9 @@ func parseConn(line string, syncFile bool) (ipvs.Conn, error) {
 	c.Template = (c.State == "NONE" || c.State == "ASSURED") && c.Client.Port() == 0
 
 	exp, rest := cut(rest)
+	if exp == "" {
+		return c, errors.New("8 fields, want at least 9")
+	}
 	if origin := exp; syncFile || origin == "LOCAL" || origin == "SYNC" {
 		if origin != "LOCAL" && origin != "SYNC" {
 			return c, fmt.Errorf("origin %q is neither LOCAL nor SYNC", origin)
