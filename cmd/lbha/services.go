@@ -41,7 +41,7 @@ var newServicesCmd = newShowCmdFlags("services [--stats | --rate | --thresholds 
 lbha's userspace proxy) holds, in the layout of ipvsadm -Ln, byte for byte,
 after a first line naming the dataplane.
 
-When a service has a health check, real server lines get one more column
+When any service has a health check, real server lines get one more column
 after ipvsadm's, under "Health": up, down, "down (removed)" for a failing
 server that on_failure: remove took out of the dataplane (listed, although
 ipvsadm would not show it), sorry for the sorry server standing in for a
