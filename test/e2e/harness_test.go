@@ -15,7 +15,7 @@ import (
 	"github.com/lbha/lbha/internal/netlab"
 )
 
-var lbhaBin string
+var lbhaBin, realServerBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "lbha-e2e-bin")
@@ -24,11 +24,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	lbhaBin = filepath.Join(dir, "lbha")
-	build := exec.Command("go", "build", "-o", lbhaBin, "github.com/lbha/lbha/cmd/lbha")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building lbha:", err)
-		os.Exit(1)
+	realServerBin = filepath.Join(dir, "realserver")
+	for bin, pkg := range map[string]string{lbhaBin: "github.com/lbha/lbha/cmd/lbha", realServerBin: "github.com/lbha/lbha/test/realserver"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: building", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -53,8 +56,20 @@ type cluster struct {
 	sw    *netlab.Switch // the cluster network
 	front *netlab.Switch // the client-side network directors track
 
+	opts clusterOpts
+
 	mu       sync.Mutex
 	isFrozen map[string]bool // SIGSTOPped: their CLI would hang
+}
+
+// clusterOpts extend the standard cluster.
+type clusterOpts struct {
+	// directorYAML is appended to every director's configuration
+	// (services, dataplane options).
+	directorYAML string
+	// beforeStart runs once the namespaces and switches exist, before any
+	// lbha process starts (real servers, clients, routes).
+	beforeStart func(c *cluster)
 }
 
 func (c *cluster) setFrozen(name string, f bool) {
@@ -80,9 +95,14 @@ func (c *cluster) frozen() map[string]bool {
 // wit1..), each in its own namespace on one switch, addresses 192.0.2.11+.
 func newCluster(t *testing.T, roles ...string) *cluster {
 	t.Helper()
+	return newClusterWith(t, clusterOpts{}, roles...)
+}
+
+func newClusterWith(t *testing.T, opts clusterOpts, roles ...string) *cluster {
+	t.Helper()
 	lab := netlab.New(t)
 	sw, front := lab.Switch(), lab.Switch()
-	c := &cluster{t: t, lab: lab}
+	c := &cluster{t: t, lab: lab, opts: opts}
 	nd, nw := 0, 0
 	for i, r := range roles {
 		name := ""
@@ -104,6 +124,9 @@ func newCluster(t *testing.T, roles ...string) *cluster {
 	c.sw, c.front = sw, front
 	for i, n := range c.nodes {
 		c.writeConfig(n, i)
+	}
+	if opts.beforeStart != nil {
+		opts.beforeStart(c)
 	}
 	for _, n := range c.nodes {
 		c.start(n)
@@ -149,6 +172,7 @@ func (c *cluster) writeConfig(n *node, i int) {
 	if n.role == "director" {
 		b.WriteString("vips:\n  - {address: 192.0.2.100/24, interface: eth0}\n")
 		b.WriteString("sync: {interface: eth0, syncid: 1}\n")
+		b.WriteString(c.opts.directorYAML)
 	}
 	n.cfgPath = filepath.Join(n.dir, "lbha.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(b.String()), 0o644); err != nil {
