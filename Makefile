@@ -17,6 +17,8 @@ setup:
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/lbha ./cmd/lbha
+	$(GO) build -o bin/realserver ./test/realserver
+	$(GO) build -o bin/democlient ./test/democlient
 
 # The README's test command: installs what is missing, then lint, unit,
 # property, golden and namespace tests, then the race detector on the
@@ -42,8 +44,8 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
-# The main job. Until the cluster demo exists it exercises what works:
-# configuration checks, ipvsadm conversion and sync-datagram decoding.
+# The main job: a live cluster with real servers and clients in network
+# namespaces, and a kill -9 failover.
 demo: setup build
 	@scripts/demo.sh
 

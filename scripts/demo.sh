@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The main job: what lbha does today. First the offline part (configuration,
-# ipvsadm conversion, sync decoding of real-kernel datagrams); then, as root,
-# a live cluster in network namespaces with a kill -9 failover.
+# The main job. First, as root, a live cluster in network namespaces: two
+# directors, a witness, three real servers and persistent clients, with a
+# kill -9 failover. Then the offline tools (configuration checks, ipvsadm
+# conversion, sync decoding of real-kernel datagrams).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lbha=bin/lbha
 [ -x "$lbha" ] || { echo "demo: build first (make build)" >&2; exit 1; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "live cluster: two directors and a witness, three real servers, six clients, in network namespaces"
+scripts/demo-cluster.sh
 
 say "lbha config validate examples/lbha.yaml (a director of a two-director + witness cluster)"
 $lbha config validate examples/lbha.yaml
@@ -28,10 +32,3 @@ if diff -u "$save" "$tmp/back.save"; then echo "identical: $(wc -l <"$save") lin
 
 say "lbha sync decode: sync datagrams captured from a real Linux 6.1 kernel (SIP persistence engine)"
 $lbha sync decode syncd/wire/testdata/sip-pe.hex | head -n 12
-
-say "the same, as JSON (first entry)"
-$lbha sync decode --json syncd/wire/testdata/v1-tcp-persist.hex | head -n 1 | cut -c1-400
-echo
-
-say "live cluster: two directors and a witness in network namespaces"
-scripts/demo-cluster.sh

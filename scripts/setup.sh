@@ -2,14 +2,15 @@
 # Installs what building and testing lbha needs on a fresh Debian 12 machine,
 # and nothing when it is already there. Safe to run repeatedly.
 #
-#   Debian packages: iproute2, nftables, iputils-ping (namespace tests), tshark (sync
+#   Debian packages: iproute2, nftables, iputils-ping (namespace tests), haproxy (the
+#   baseline of the proxy benchmark), tshark (sync
 #   dissector cross-check), ca-certificates, git, make.
 #   Go modules: downloaded through the module proxy (go mod download).
 set -euo pipefail
 
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$1"); }
-for p in ca-certificates git make iproute2 nftables iputils-ping; do want "$p"; done
+for p in ca-certificates git make iproute2 nftables iputils-ping haproxy; do want "$p"; done
 if [ "${LBHA_SKIP_TSHARK:-0}" != 1 ]; then want tshark; fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
