@@ -47,7 +47,7 @@ func TestServiceConversion(t *testing.T) {
 		name string
 		svc  ipvs.Service
 		want mobyipvs.Service // on the wire, Netmask aside
-		mask string            // the netmask as the kernel reads it
+		mask string           // the netmask as the kernel reads it
 		// back is what State reports, when it differs from svc.
 		back *ipvs.Service
 	}{
