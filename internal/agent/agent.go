@@ -199,9 +199,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.Config.Node.Role == config.RoleDirector {
 		go a.runHealth(ctx)
 		go a.assertVIPs(ctx)
-		s, err := a.newSyncer()
-		if err != nil {
-			return err
+		var s *syncer
+		if a.dp.ksync == nil { // the kernel dataplane syncs with the kernel's own daemon
+			if s, err = a.newSyncer(); err != nil {
+				return err
+			}
 		}
 		if s != nil {
 			a.sync = s
@@ -368,7 +370,7 @@ func (a *Agent) seedConfig(ctx context.Context) {
 // script never delays fencing.
 func (a *Agent) stateChanged(old, new cluster.State) {
 	a.syncVIPs(context.Background())
-	a.dp.setActive(new == cluster.StateMaster)
+	a.dp.follow(new)
 	a.log.Info("node state", "from", old, "to", new)
 	a.met.observe(new)
 	if cmd := a.cfg.Cluster.NotifyCommand; cmd != "" {

@@ -41,6 +41,7 @@ type dataplane struct {
 	close func() error                       // releases the engine
 	kick  chan struct{}                      // asks for a reconcile now
 	res   func(persist.DestQuery) *dest.Dest // syncd's resolver
+	ksync *kernelSync                        // kernel dataplane with sync configured
 
 	mu      sync.Mutex
 	checks  map[checkKey]*realCheck
@@ -70,6 +71,15 @@ func (a *Agent) newDataplane(table *persist.Table) (*dataplane, error) {
 		switch {
 		case err == nil:
 			dp.name, dp.prog, dp.obs, dp.close, dp.res = "kernel", k.prog, k.obs, k.close, nil
+			if a.cfg.Sync.Interface != "" {
+				if a.cfg.Sync.AuthKeyFile != "" {
+					_ = k.close()
+					return nil, errors.New("agent: sync.auth_key_file needs the userspace dataplane: the kernel's sync daemon sends plain datagrams")
+				}
+				dp.ksync = &kernelSync{a: a}
+				close := dp.close
+				dp.close = func() error { return errors.Join(dp.ksync.close(), close()) }
+			}
 		case want == config.DataplaneKernel:
 			return nil, fmt.Errorf("agent: dataplane kernel: %w", err)
 		default:
@@ -153,16 +163,24 @@ func (dp *dataplane) reconcile(ctx context.Context) {
 			dp.a.table.Rebind(dp.res)
 		}
 	}
-	dp.setActive(dp.a.node.State() == cluster.StateMaster)
+	dp.follow(dp.a.node.State())
 }
 
-// setActive makes the userspace proxy listen on the master only. The
-// kernel needs nothing: traffic reaches it only where the VIPs are.
-func (dp *dataplane) setActive(master bool) {
-	if dp == nil || dp.proxy == nil {
+// follow adapts the dataplane to the node's state: the userspace proxy
+// listens on the master only; with the kernel dataplane, traffic reaches
+// IPVS only where the VIPs are, and the kernel's sync daemon runs in the
+// role's mode.
+func (dp *dataplane) follow(st cluster.State) {
+	if dp == nil {
 		return
 	}
-	if err := dp.proxy.SetActive(master); err != nil {
+	if dp.ksync != nil {
+		dp.ksync.follow(st)
+	}
+	if dp.proxy == nil {
+		return
+	}
+	if err := dp.proxy.SetActive(st == cluster.StateMaster); err != nil {
 		dp.log.Warn("userspace listeners", "err", err)
 	}
 }

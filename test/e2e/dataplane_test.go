@@ -66,7 +66,7 @@ func newLBEnv(t *testing.T, extraYAML string, roles ...string) *lbEnv {
 	t.Helper()
 	env := &lbEnv{}
 	opts := clusterOpts{
-		directorYAML: "dataplane: userspace\n" + extraYAML + servicesYAML(map[string][3]int{"wrr": {3, 2, 1}, "wlc": {1, 1, 2}}, nil),
+		directorYAML: extraYAML + servicesYAML(map[string][3]int{"wrr": {3, 2, 1}, "wlc": {1, 1, 2}}, nil),
 		beforeStart: func(c *cluster) {
 			for i := range 3 {
 				rs := &realServerNode{name: fmt.Sprintf("rs%d", i+1), addr: fmt.Sprintf("192.0.2.%d", 21+i)}
@@ -228,7 +228,7 @@ func (v servicesView) dest(port int, addr string) (weight int, health string, ok
 }
 
 func TestDataplaneUserspace(t *testing.T) {
-	e := newLBEnv(t, "", "director", "director", "witness")
+	e := newLBEnv(t, "dataplane: userspace\n", "director", "director", "witness")
 	master := e.node(e.waitStableMaster(20 * time.Second))
 	// The first reconcile after the configuration arrives opens the
 	// listeners; wait for the VIP to answer.
@@ -414,8 +414,12 @@ func TestDataplaneUserspace(t *testing.T) {
 }
 
 func TestDataplaneExpireQuiescentTemplate(t *testing.T) {
-	e := newLBEnv(t, "dataplane_options: {expire_quiescent_template: true}\n", "director", "witness")
+	// auto: the kernel has no IPVS, so the userspace dataplane.
+	e := newLBEnv(t, "dataplane: auto\ndataplane_options: {expire_quiescent_template: true}\n", "director", "witness")
 	master := e.node(e.waitStableMaster(20 * time.Second))
+	if v := e.services(master); v.Dataplane != "userspace" {
+		t.Fatalf("dataplane auto on a kernel without IPVS chose %q", v.Dataplane)
+	}
 	if !netlab.WaitFor(10*time.Second, func() bool { _, _, err := e.ask("192.0.2.50", 83, false); return err == nil }) {
 		e.dumpLogs()
 		t.Fatal("the VIP does not answer")
@@ -437,5 +441,19 @@ func TestDataplaneExpireQuiescentTemplate(t *testing.T) {
 		if got := e.mustAsk(fmt.Sprintf("192.0.2.%d", 51+i), 83); got == home {
 			t.Fatalf("client 192.0.2.%d still sent to quiesced %s with expire_quiescent_template", 51+i, home)
 		}
+	}
+}
+
+func TestDataplaneKernelDemandedWithoutIPVS(t *testing.T) {
+	c := newClusterWith(t, clusterOpts{directorYAML: "dataplane: kernel\n"}, "director", "witness")
+	d := c.node("dir1")
+	select {
+	case <-d.proc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("an agent demanding the kernel dataplane kept running on a kernel without IPVS")
+	}
+	out := d.proc.Output.String()
+	if !strings.Contains(out, "dataplane kernel") || !strings.Contains(out, "has no IPVS") {
+		t.Fatalf("the error does not say the kernel lacks IPVS:\n%s", out)
 	}
 }
