@@ -3,7 +3,7 @@ package ipvs
 import (
 	"errors"
 	"fmt"
-	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -56,7 +56,7 @@ func (r *Reconciler) Reconcile(desired []ServiceState) (Result, error) {
 		return Result{}, err
 	}
 	var res Result
-	if len(ops) > 0 && r.last != nil && reflect.DeepEqual(canonical(r.last), canonical(desired)) {
+	if len(ops) > 0 && r.last != nil && equalStates(r.last, canonical(desired)) {
 		res.Drift = true
 		r.drift.Add(1)
 	}
@@ -88,20 +88,23 @@ func (r *Reconciler) Counters() Counters {
 	return Counters{Applied: r.applied.Load(), Failed: r.failed.Load(), DriftRepairs: r.drift.Load()}
 }
 
-// canonical returns states sorted by key with sorted real servers, so that
-// equal states compare equal.
+// canonical returns a copy of states sorted by key, each with its real
+// servers sorted by address, so that equal states compare equal.
 func canonical(states []ServiceState) []ServiceState {
-	out, err := Apply(nil, mustPlan(nil, states))
-	if err != nil {
-		return states
+	out := make([]ServiceState, len(states))
+	for i, s := range states {
+		out[i] = ServiceState{Service: s.Service}
+		if len(s.Dests) > 0 {
+			out[i].Dests = sortedDests(s.Dests)
+		}
 	}
-	for i := range out {
-		out[i].Dests = sortedDests(out[i].Dests)
-	}
+	slices.SortFunc(out, func(a, b ServiceState) int { return compareKeys(a.Key, b.Key) })
 	return out
 }
 
-func mustPlan(cur, des []ServiceState) []Op {
-	ops, _ := Plan(cur, des)
-	return ops
+// equalStates compares two canonical states.
+func equalStates(a, b []ServiceState) bool {
+	return slices.EqualFunc(a, b, func(x, y ServiceState) bool {
+		return x.Service == y.Service && slices.Equal(x.Dests, y.Dests)
+	})
 }
