@@ -463,3 +463,41 @@ func TestApplySemanticsAndResolve(t *testing.T) {
 		t.Fatalf("drift repair: %+v, %v", res, err)
 	}
 }
+
+func TestIPv6(t *testing.T) {
+	startServer(t, "rs6", "[::1]:18151")
+	h := newHarness(t, persist.Config{}, Config{})
+	vip := netip.MustParseAddrPort("[::1]:18150")
+	tcp := tcpService(vip.String(), "rr", 300, 64, rs("[::1]:18151", 1))
+	udp := tcp
+	udp.Key.Protocol = persist.ProtoUDP
+	h.apply(tcp, udp)
+	if err := h.p.SetActive(true); err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := ask(t, "::1", vip.String(), false); name != "rs6" {
+		t.Fatalf("IPv6 TCP answered by %q", name)
+	}
+	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(vip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("x"))
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "rs6 x" {
+		t.Fatalf("IPv6 UDP answer %q, %v", buf[:n], err)
+	}
+	conns, _ := h.p.Conns()
+	var tmpl bool
+	for _, c := range conns {
+		if c.Template && c.Client.Addr() == netip.MustParseAddr("::") && c.Client.Port() == 0 {
+			tmpl = true // ::1 masked to /64
+		}
+	}
+	if !tmpl {
+		t.Fatalf("no /64 template in %+v", conns)
+	}
+}
