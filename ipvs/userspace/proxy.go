@@ -22,6 +22,7 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,6 +110,10 @@ type Proxy struct {
 
 	wg   sync.WaitGroup // every goroutine the proxy started
 	done chan struct{}
+	// ctx ends when the proxy closes, for work that outlives one flow (FTP
+	// data connections).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // flow is a connection in progress: TCP or a UDP flow.
@@ -125,6 +130,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	cfg = cfg.withDefaults()
 	p := &Proxy{cfg: cfg, log: cfg.Logger, table: cfg.Table, flows: map[flow]struct{}{}, done: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	empty := map[ipvs.ServiceKey]*service{}
 	p.index.Store(&empty)
 	p.wg.Add(2)
@@ -149,6 +155,7 @@ func (p *Proxy) Close() error {
 		s.stopListening()
 	}
 	close(p.done)
+	p.cancel()
 	p.mu.Unlock()
 	p.closeFlows(nil)
 	p.wg.Wait()

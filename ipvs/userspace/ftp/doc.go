@@ -23,5 +23,5 @@
 // Like the kernel helper, the relay cannot see addresses inside an encrypted
 // control channel (AUTH TLS), and it leaves LPRT/LPSV (RFC 1639), multi-line
 // 227/229 replies and a final line without its line feed untouched. Lines
-// longer than 4096 bytes are passed through unmodified.
+// longer than 4096 bytes, line feed included, are passed through unmodified.
 package ftp

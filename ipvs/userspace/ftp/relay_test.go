@@ -460,6 +460,7 @@ func TestRelayEndToEnd(t *testing.T) {
 				if _, err := fc.br.ReadByte(); err != io.EOF {
 					t.Fatalf("after 221: read %v, want EOF", err)
 				}
+				fc.c.Close() // as clients do on EOF; Relay would otherwise linger
 				if err := <-srv.done; err != nil {
 					t.Fatalf("server: %v", err)
 				}
@@ -576,7 +577,7 @@ func TestRelayLongLines(t *testing.T) {
 
 	const port = "PORT 1,2,3,4,5,6"
 	pad := func(total int) string { return port + strings.Repeat(" ", total-len(port)-2) + "\r\n" }
-	fits := pad(4096)   // the longest line Relay parses
+	fits := pad(4096)    // the longest line Relay parses
 	tooLong := pad(4097) // passed through unmodified
 	tail := strings.Repeat("x", 4096) + port + "\r\n"
 	in := fits + tooLong + tail + port + "\r\n"
