@@ -41,8 +41,11 @@ lint:
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
+# Every benchmark, then the proxy against HAProxy and a direct connection
+# in network namespaces (root, about 2.5 minutes).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	LBHA_BENCH_PROXY=1 $(GO) test -run '^$$' -bench Proxy -benchtime 1x -timeout 20m -v ./test/bench/
 
 # The main job: a live cluster with real servers and clients in network
 # namespaces, and a kill -9 failover.

@@ -37,7 +37,7 @@ func family(a netip.Addr, proto string) string {
 }
 
 func listenTCP(addr netip.AddrPort) (*net.TCPListener, error) {
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: freebind, KeepAlive: -1}
 	l, err := lc.Listen(context.Background(), family(addr.Addr(), "tcp"), addr.String())
 	if err != nil {
 		return nil, err

@@ -75,7 +75,15 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 func (s *service) scheduleTCP(src, dst netip.AddrPort) (persist.Scheduled, *settings, error) {
 	st := s.settings.Load()
 	pkt := persist.Packet{Proto: persist.ProtoTCP, Src: src, Dst: dst, State: persist.TCPEstablished}
-	pick := func() *dest.Dest { return st.sched.Pick(schedPacket(persist.ProtoTCP, src, dst)) }
+	// The pick is made once: a retry after replacing a stale entry must
+	// not advance the scheduler a second time (the kernel schedules once).
+	var picked *dest.Dest
+	pick := func() *dest.Dest {
+		if picked == nil {
+			picked = st.sched.Pick(schedPacket(persist.ProtoTCP, src, dst))
+		}
+		return picked
+	}
 	sc, err := s.p.table.Schedule(&st.psvc, &pkt, pick)
 	if errors.Is(err, persist.ErrExists) {
 		s.p.table.Drop(sc.Conn)
@@ -98,7 +106,9 @@ func (s *service) serveTCP(c *net.TCPConn) {
 	rd := s.rdestOf(sc.Dest)
 	target := netip.AddrPortFrom(sc.Dest.Addr, sc.DestPort)
 	ctx, cancel := context.WithTimeout(context.Background(), s.p.cfg.DialTimeout)
-	var d net.Dialer
+	// No TCP keepalive on either side, as IPVS sends none: an idle flow
+	// costs nothing, and it saves four system calls per connection.
+	d := net.Dialer{KeepAlive: -1}
 	up, err := d.DialContext(ctx, family(target.Addr(), "tcp"), target.String())
 	cancel()
 	if err != nil {
