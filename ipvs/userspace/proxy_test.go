@@ -501,3 +501,76 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("no /64 template in %+v", conns)
 	}
 }
+
+// TestNoGoroutineLeakUnderLoad opens and closes thousands of TCP and UDP
+// flows concurrently; once they ended the proxy is back to its idle
+// goroutines.
+func TestNoGoroutineLeakUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	threeServers(t, 18161)
+	h := newHarness(t, persist.Config{}, Config{UDPTimeout: 200 * time.Millisecond})
+	vip := netip.MustParseAddrPort("127.0.0.100:18160")
+	tcp := tcpService(vip.String(), "wlc", 0, ipvs.HostMask4, rs("127.0.0.11:18161", 1), rs("127.0.0.12:18161", 1), rs("127.0.0.13:18161", 1))
+	udp := tcp
+	udp.Key.Protocol = persist.ProtoUDP
+	h.apply(tcp, udp)
+	if err := h.p.SetActive(true); err != nil {
+		t.Fatal(err)
+	}
+	idle := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				c, err := net.DialTimeout("tcp", vip.String(), 2*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+					errs <- err
+				}
+				c.Close()
+				u, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 9, byte(w+1))}, net.UDPAddrFromAddrPort(vip))
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, _ = u.Write([]byte{byte(i)})
+				_ = u.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := u.Read(make([]byte, 64)); err != nil {
+					errs <- fmt.Errorf("udp: %w", err)
+				}
+				u.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st, _ := h.p.Status()
+	if st[0].Stats.Conns != 3200 {
+		t.Fatalf("%d TCP connections scheduled, want 3200", st[0].Stats.Conns)
+	}
+	// TCP flows end with their connections, UDP flows after their idle
+	// timeout (200 ms here).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > idle+2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > idle+2 {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after the load, %d before:\n%s", n, idle, buf[:runtime.Stack(buf, true)])
+	}
+	if n := h.p.flowCount(); n != 0 {
+		t.Fatalf("%d flows registered after the load", n)
+	}
+}

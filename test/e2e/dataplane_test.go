@@ -58,7 +58,7 @@ func servicesYAML(weights map[string][3]int, omit map[string]int) string {
 	svc("wrr", 81, "wrr", "")
 	svc("wlc", 82, "wlc", "")
 	svc("sticky", 83, "rr", "    persistence: {timeout: 600s, netmask: 255.255.255.0}\n")
-	svc("checked", 84, "rr", "    health_check: {type: http, port: 7080, path: /health, interval: 300ms, timeout: 250ms, rise: 2, fall: 2}\n")
+	svc("checked", 84, "rr", "    health_check: {type: http, port: 7080, path: /health, interval: 300ms, timeout: 250ms, rise: 2, fall: 2}\n    sorry_server: 192.0.2.24:7000\n")
 	return b.String()
 }
 
@@ -68,7 +68,7 @@ func newLBEnv(t *testing.T, extraYAML string, roles ...string) *lbEnv {
 	opts := clusterOpts{
 		directorYAML: extraYAML + servicesYAML(map[string][3]int{"wrr": {3, 2, 1}, "wlc": {1, 1, 2}}, nil),
 		beforeStart: func(c *cluster) {
-			for i := range 3 {
+			for i := range 4 { // rs4 is the sorry server
 				rs := &realServerNode{name: fmt.Sprintf("rs%d", i+1), addr: fmt.Sprintf("192.0.2.%d", 21+i)}
 				rs.ns = c.lab.Node(rs.name)
 				rs.ns.Attach(c.sw, "eth0", rs.addr+"/24")
@@ -197,6 +197,11 @@ type servicesView struct {
 			ActiveConns int    `json:"active_conns"`
 		} `json:"dests"`
 	} `json:"services"`
+}
+
+func (e *lbEnv) servicesText(n *node) string {
+	out, _ := e.cli(n, "services")
+	return out
 }
 
 func (e *lbEnv) services(n *node) servicesView {
@@ -336,6 +341,30 @@ func TestDataplaneUserspace(t *testing.T) {
 		t.Logf("rs2 restored %v after its check passed again", time.Since(start).Round(time.Millisecond))
 		if c := e.counts(84, 9); c["rs2"] != 3 {
 			t.Fatalf("connections after recovery: %v", c)
+		}
+	})
+
+	t.Run("sorry server when every real server is down", func(t *testing.T) {
+		for _, rs := range e.servers[:3] {
+			if err := os.WriteFile(rs.downFile, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !netlab.WaitFor(5*time.Second, func() bool { return e.mustAsk("192.0.2.53", 84) == "rs4" }) {
+			t.Fatalf("the sorry server does not answer with every server down:\n%s", e.servicesText(master))
+		}
+		if out := e.servicesText(master); !strings.Contains(out, "sorry") {
+			t.Errorf("lbha services does not mark the sorry server:\n%s", out)
+		}
+		os.Remove(e.servers[0].downFile)
+		if !netlab.WaitFor(5*time.Second, func() bool { return e.mustAsk("192.0.2.53", 84) == "rs1" }) {
+			t.Fatalf("rs1 does not take over from the sorry server after recovering:\n%s", e.servicesText(master))
+		}
+		for _, rs := range e.servers[1:3] {
+			os.Remove(rs.downFile)
+		}
+		if !netlab.WaitFor(5*time.Second, func() bool { return len(e.counts(84, 3)) == 3 }) {
+			t.Fatal("the real servers did not all come back")
 		}
 	})
 
