@@ -574,3 +574,35 @@ func TestNoGoroutineLeakUnderLoad(t *testing.T) {
 		t.Fatalf("%d flows registered after the load", n)
 	}
 }
+
+// TestUpperThresholdOverloads: a real server at its upper threshold gets no
+// new connection until its load falls (OVERLOAD, as in the kernel).
+func TestUpperThresholdOverloads(t *testing.T) {
+	threeServers(t, 18171)
+	h := newHarness(t, persist.Config{}, Config{})
+	vip := "127.0.0.100:18170"
+	capped := rs("127.0.0.11:18171", 10)
+	capped.UThreshold = 2
+	h.apply(tcpService(vip, "wlc", 0, ipvs.HostMask4, capped, rs("127.0.0.12:18171", 1)))
+	if err := h.p.SetActive(true); err != nil {
+		t.Fatal(err)
+	}
+	// wlc prefers rs1 (weight 10) until it holds 2 connections.
+	got := map[string]int{}
+	var held []net.Conn
+	for range 5 {
+		name, c := ask(t, "127.0.0.1", vip, true)
+		got[name]++
+		held = append(held, c)
+	}
+	if got["rs1"] != 2 || got["rs2"] != 3 {
+		t.Fatalf("with rs1 capped at 2 connections: %v", got)
+	}
+	st, _ := h.p.Status()
+	if d := st[0].Dests[0]; d.ActiveConns != 2 {
+		t.Fatalf("rs1 has %d active connections", d.ActiveConns)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -253,6 +254,16 @@ func TestDataplaneUserspace(t *testing.T) {
 		save, err := e.cli(master, "services", "--save")
 		if err != nil {
 			t.Fatal(err, save)
+		}
+		// The same services, as the configuration file says them in
+		// ipvsadm's save format (config/ipvsadm is checked against real
+		// ipvsadm output).
+		want, err := exec.Command(lbhaBin, "config", "export-ipvsadm", master.cfgPath).CombinedOutput()
+		if err != nil {
+			t.Fatal(err, string(want))
+		}
+		if save != string(want) {
+			t.Errorf("services --save differs from the configuration's ipvsadm -Sn:\n%s\nwant:\n%s", save, want)
 		}
 		for _, line := range []string{
 			"-A -t 192.0.2.100:80 -s rr",
