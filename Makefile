@@ -8,7 +8,7 @@ BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all setup build test unit race lint fuzz bench demo clean
+.PHONY: all setup build test unit race lint qemu fuzz bench demo clean
 
 all: build
 
@@ -21,9 +21,9 @@ build:
 	$(GO) build -o bin/democlient ./test/democlient
 
 # The README's test command: installs what is missing, then lint, unit,
-# property, golden and namespace tests, then the race detector on the
-# packages that are shared between goroutines.
-test: setup lint unit race
+# property, golden and namespace tests, the race detector on the packages
+# that are shared between goroutines, and the real-kernel tier.
+test: setup lint unit race qemu
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
@@ -36,6 +36,12 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+# The real-kernel tier: Debian's kernel (with IPVS) under qemu runs the
+# kernel dataplane's tests and an agent with the kernel dataplane (about
+# 20 s once the kernel and initramfs are cached in /var/cache/lbha-qemu).
+qemu:
+	scripts/qemu/test.sh
 
 # A short run of every fuzz target; FUZZTIME=5m for a real campaign.
 fuzz:
