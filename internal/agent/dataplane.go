@@ -76,7 +76,7 @@ func (a *Agent) newDataplane(table *persist.Table) (*dataplane, error) {
 					_ = k.close()
 					return nil, errors.New("agent: sync.auth_key_file needs the userspace dataplane: the kernel's sync daemon sends plain datagrams")
 				}
-				dp.ksync = &kernelSync{a: a}
+				dp.ksync = newKernelSync(a)
 				close := dp.close
 				dp.close = func() error { return errors.Join(dp.ksync.close(), close()) }
 			}
@@ -118,6 +118,11 @@ func (dp *dataplane) trigger() {
 
 // run reconciles until ctx ends.
 func (dp *dataplane) run(ctx context.Context) {
+	if dp.ksync != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); dp.ksync.run(ctx) }()
+		defer func() { <-done }()
+	}
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
 	for {

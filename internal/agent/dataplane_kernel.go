@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/lbha/lbha/cluster"
 	"github.com/lbha/lbha/ipvs"
@@ -45,22 +47,63 @@ func (c canonicalProgrammer) State() ([]ipvs.ServiceState, error) {
 // kernel dataplane is in use: the kernel's connection table is the one to
 // replicate, and lbha's syncd cannot see it. The master thread runs on the
 // master, the backup thread everywhere else, as keepalived's lvs_sync_daemon
-// does.
+// does. Role changes are applied by run, so a slow netlink answer never
+// holds up the state change that asked for them.
 type kernelSync struct {
 	a    *Agent
-	mu   sync.Mutex
-	d    *kernel.SyncDaemons
-	role kernel.Role
+	want chan kernel.Role // latest wanted role, capacity 1
+
+	mu     sync.Mutex
+	d      *kernel.SyncDaemons
+	role   kernel.Role // running role, 0 if none
+	closed bool
 }
 
+func newKernelSync(a *Agent) *kernelSync {
+	return &kernelSync{a: a, want: make(chan kernel.Role, 1)}
+}
+
+// follow asks for the daemon of the node's state; it does not wait.
 func (k *kernelSync) follow(st cluster.State) {
 	want := kernel.Backup
 	if st == cluster.StateMaster {
 		want = kernel.Master
 	}
+	for {
+		select {
+		case k.want <- want:
+			return
+		default:
+			select { // replace a request not yet taken
+			case <-k.want:
+			default:
+			}
+		}
+	}
+}
+
+// run applies the wanted role until ctx ends, retrying failures.
+func (k *kernelSync) run(ctx context.Context) {
+	var want kernel.Role
+	retry := time.NewTicker(2 * time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case want = <-k.want:
+		case <-retry.C:
+		}
+		if want != 0 {
+			k.apply(want)
+		}
+	}
+}
+
+func (k *kernelSync) apply(want kernel.Role) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.role == want {
+	if k.role == want || k.closed {
 		return
 	}
 	if k.d == nil {
@@ -76,21 +119,22 @@ func (k *kernelSync) follow(st cluster.State) {
 		if err := k.d.Stop(k.role); err != nil {
 			k.a.log.Warn("stopping the kernel sync daemon", "role", k.role, "err", err)
 		}
+		k.role = 0
 	}
 	err := k.d.Start(kernel.Daemon{Role: want, Interface: c.Interface, SyncID: uint32(c.SyncID),
 		MaxLen: uint16(c.MaxLen), Group: c.Group, Port: uint16(c.Port), TTL: uint8(c.TTL)})
 	if err != nil {
 		k.a.log.Error("starting the kernel sync daemon", "role", want, "err", err)
-		k.role = 0
 		return
 	}
 	k.role = want
-	k.a.log.Info("kernel sync daemon", "role", want, "interface", c.Interface)
+	k.a.log.Info("kernel sync daemon", "role", want.String(), "interface", c.Interface)
 }
 
 func (k *kernelSync) close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closed = true
 	if k.d == nil {
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,6 +232,33 @@ func TestRealKernelSyncDaemons(t *testing.T) {
 	}
 	if list, err := d.List(); err != nil || len(list) != 0 {
 		t.Fatalf("after stop: %+v, %v", list, err)
+	}
+	// A backup promoted to master: what the agent does on taking over.
+	done := make(chan error, 1)
+	var stepNo atomic.Int32
+	go func() {
+		for i, step := range []func() error{
+			func() error { return d.Start(backup) },
+			func() error { return d.Stop(Backup) },
+			func() error { return d.Start(master) },
+			func() error { return d.Stop(Master) },
+		} {
+			stepNo.Store(int32(i + 1))
+			if err := step(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("backup -> master: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		out, _ := exec.Command("sh", "-c", "ipvsadm -L --daemon; ps; cat /proc/$(pgrep kernel.test | head -n1)/task/*/wchan; echo; for p in $(pgrep ipvs); do echo $p; cat /proc/$p/stack; done").CombinedOutput()
+		t.Fatalf("backup -> master switch hangs at step %d (start backup, stop backup, start master, stop master); ipvsadm -L --daemon:\n%s", stepNo.Load(), out)
 	}
 }
 

@@ -9,4 +9,6 @@ trap 'rm -rf "$out"' EXIT
 export CGO_ENABLED=0
 go test -c -o "$out/kernel.test" ./ipvs/kernel/
 go build -o "$out/lbha" ./cmd/lbha
-scripts/qemu/run.sh -f "$out/kernel.test" -f "$out/lbha" scripts/qemu/guest.sh
+go build -o "$out/realserver" ./test/realserver
+go build -o "$out/democlient" ./test/democlient
+scripts/qemu/run.sh -f "$out/kernel.test" -f "$out/lbha" -f "$out/realserver" -f "$out/democlient" scripts/qemu/guest.sh
