@@ -299,7 +299,7 @@ func sortedServices(ss []ipvs.ServiceStatus) []*ipvs.ServiceStatus {
 	for i := range ss {
 		out[i] = &ss[i]
 	}
-	msortStable(out, func(a, b *ipvs.ServiceStatus) int {
+	ipvsadm.Sort(out, func(a, b *ipvs.ServiceStatus) int {
 		ka, kb := a.Key, b.Key
 		if r := wrapDiff(ka.Fwmark, kb.Fwmark); r != 0 {
 			return r
@@ -326,7 +326,7 @@ func sortedDests(ds []ipvs.DestStatus) []*ipvs.DestStatus {
 	for i := range ds {
 		out[i] = &ds[i]
 	}
-	msortStable(out, func(a, b *ipvs.DestStatus) int {
+	ipvsadm.Sort(out, func(a, b *ipvs.DestStatus) int {
 		if r := cmpAddrIPVS(a.Addr.Addr(), b.Addr.Addr()); r != 0 {
 			return r
 		}
@@ -386,41 +386,6 @@ func addrWords(a netip.Addr) [4]uint32 {
 		}
 	}
 	return w
-}
-
-// msortStable sorts as glibc's qsort does for small tables: a top-down
-// merge sort taking the left element on ties. With a comparison that is
-// not transitive (the wrapping differences), only the same sequence of
-// comparisons gives ipvsadm's order.
-func msortStable[T any](s []T, cmp func(a, b T) int) {
-	if len(s) < 2 {
-		return
-	}
-	tmp := make([]T, len(s))
-	var rec func(b []T)
-	rec = func(b []T) {
-		n := len(b)
-		if n <= 1 {
-			return
-		}
-		n1 := n / 2
-		rec(b[:n1])
-		rec(b[n1:])
-		i, j, k := 0, n1, 0
-		for i < n1 && j < n {
-			if cmp(b[i], b[j]) <= 0 {
-				tmp[k] = b[i]
-				i++
-			} else {
-				tmp[k] = b[j]
-				j++
-			}
-			k++
-		}
-		k += copy(tmp[k:], b[i:n1])
-		copy(b, tmp[:k])
-	}
-	rec(s)
 }
 
 // configServices converts what the dataplane holds to configuration

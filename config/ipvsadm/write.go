@@ -271,6 +271,11 @@ func cmpDests(a, b *config.RealServer) int {
 	return int(a.Address.Port()) - int(b.Address.Port())
 }
 
+// Sort sorts s as ipvsadm's listing and save do (glibc's qsort on small
+// tables), for views such as `lbha services` that must list in ipvsadm's
+// order with ipvsadm's non-transitive comparisons.
+func Sort[T any](s []T, cmp func(a, b T) int) { msort(s, cmp) }
+
 // msort sorts as glibc's qsort does for tables this small (msort_with_tmp:
 // top-down merge sort, left half on ties). With ipvsadm's comparison, which
 // is not transitive across the wrap, only the same sequence of comparisons
