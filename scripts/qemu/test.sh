@@ -11,4 +11,5 @@ go test -c -o "$out/kernel.test" ./ipvs/kernel/
 go build -o "$out/lbha" ./cmd/lbha
 go build -o "$out/realserver" ./test/realserver
 go build -o "$out/democlient" ./test/democlient
-scripts/qemu/run.sh -f "$out/kernel.test" -f "$out/lbha" -f "$out/realserver" -f "$out/democlient" scripts/qemu/guest.sh
+scripts/qemu/run.sh -f "$out/kernel.test" -f "$out/lbha" -f "$out/realserver" -f "$out/democlient" -f scripts/qemu/guest-failover.sh scripts/qemu/guest.sh \
+	${LBHA_QEMU_FAILOVER:+--failover}

@@ -37,6 +37,7 @@ func main() {
 	every := flag.Duration("interval", 20*time.Millisecond, "pause between two connections of one client")
 	duration := flag.Duration("duration", time.Minute, "stop after this long")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
+	timeout := flag.Duration("timeout", 300*time.Millisecond, "connect timeout; reading the greeting may take as long again")
 	flag.Parse()
 	if *vip == "" || *srcs == "" {
 		fmt.Fprintln(os.Stderr, "democlient: --vip and --src are required")
@@ -54,7 +55,7 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = run(ctx, src, *vip, *every)
+			results[i] = run(ctx, src, *vip, *every, *timeout)
 		}()
 	}
 	wg.Wait()
@@ -75,12 +76,12 @@ func main() {
 }
 
 // run is one client's loop.
-func run(ctx context.Context, src, vip string, every time.Duration) result {
+func run(ctx context.Context, src, vip string, every, timeout time.Duration) result {
 	r := result{Client: src}
 	last := time.Now()
-	d := net.Dialer{Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	for ctx.Err() == nil {
-		name, err := ask(ctx, &d, vip)
+		name, err := ask(ctx, &d, vip, timeout)
 		now := time.Now()
 		if err != nil {
 			r.Failures++
@@ -106,13 +107,13 @@ func run(ctx context.Context, src, vip string, every time.Duration) result {
 	return r
 }
 
-func ask(ctx context.Context, d *net.Dialer, vip string) (string, error) {
+func ask(ctx context.Context, d *net.Dialer, vip string, timeout time.Duration) (string, error) {
 	c, err := d.DialContext(ctx, "tcp", vip)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	_ = c.SetDeadline(time.Now().Add(timeout + 200*time.Millisecond))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return "", err
