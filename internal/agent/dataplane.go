@@ -255,11 +255,14 @@ func (dp *dataplane) stopChecks() {
 // services is the dataplane's view with health: a real server taken out by
 // on_failure: remove is still listed (Removed), the sorry server is marked.
 func (dp *dataplane) services() (api.Services, error) {
+	return dp.servicesOf(dp.a.currentConfig())
+}
+
+func (dp *dataplane) servicesOf(cfg *config.Config) (api.Services, error) {
 	st, err := dp.obs.Status()
 	if err != nil {
 		return api.Services{}, err
 	}
-	cfg := dp.a.currentConfig()
 	byKey := map[ipvs.ServiceKey]*config.Service{}
 	for i := range cfg.Services {
 		byKey[ipvs.KeyOf(&cfg.Services[i])] = &cfg.Services[i]
