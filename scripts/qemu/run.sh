@@ -17,7 +17,8 @@
 # /var/cache/lbha-qemu): the kernel package (unpacked, never installed) and
 # the base initramfs, rebuilt when its inputs change. Needs, once:
 #   apt-get install qemu-system-x86 busybox-static ipvsadm cpio kmod
-# (scripts/qemu/setup.sh does it).
+# (scripts/qemu/setup.sh does it). LBHA_QEMU_TOOLS="tcpdump ..." adds host
+# programs to the guest, with their libraries, for debugging.
 set -euo pipefail
 
 cache=${LBHA_QEMU_CACHE:-/var/cache/lbha-qemu}
@@ -61,7 +62,10 @@ kver=${vmlinuz##*/vmlinuz-}
 [ -f "$root/lib/modules/$kver/modules.dep" ] || depmod -b "$root" "$kver"
 
 # The base initramfs, keyed by everything that goes into it.
+# LBHA_QEMU_TOOLS adds host programs (with their libraries), e.g. tcpdump
+# while debugging a guest test.
 tools=("$(command -v ip)" "$(command -v ipvsadm)" "$(command -v bash)")
+for t in ${LBHA_QEMU_TOOLS:-}; do tools+=("$(command -v "$t")"); done
 key=$({ echo "$kver $modules"; sha256sum "$0" "$(command -v busybox)" "${tools[@]}"; } | sha256sum | cut -c1-16)
 base=$cache/base-$key.cpio.gz
 if [ ! -f "$base" ]; then
