@@ -58,6 +58,12 @@ type Agent struct {
 	dp    *dataplane     // directors only
 
 	notifyMu sync.Mutex // runs notify commands one at a time, in order
+
+	// merged caches currentConfig's result for mergedVersion; callers
+	// must not modify it.
+	mergedMu      sync.Mutex
+	merged        *config.Config
+	mergedVersion uint64
 }
 
 // Options are the agent's run-time settings.
@@ -452,14 +458,23 @@ func (a *Agent) currentConfig() *config.Config {
 	if !ok {
 		return a.cfg
 	}
+	// Parsed once per version: the VIP assertion (every 250 ms), the
+	// dataplane reconcile and every view ask for it.
+	a.mergedMu.Lock()
+	defer a.mergedMu.Unlock()
+	if a.merged != nil && a.mergedVersion == rev.Version {
+		return a.merged
+	}
+	a.merged, a.mergedVersion = a.cfg, rev.Version
 	cc, err := config.Parse("cluster-v"+strconv.FormatUint(rev.Version, 10), rev.Doc)
 	if err != nil {
 		a.log.Error("replicated configuration does not parse; keeping the local one", "version", rev.Version, "err", err)
-		return a.cfg
+		return a.merged
 	}
 	merged := *a.cfg
 	merged.VIPs, merged.Services = cc.VIPs, cc.Services
-	return &merged
+	a.merged = &merged
+	return a.merged
 }
 
 // The api.Backend implementation.

@@ -46,7 +46,6 @@ type dataplane struct {
 	mu      sync.Mutex
 	checks  map[checkKey]*realCheck
 	lastErr string
-	applied []ipvs.ServiceState // desired state of the last reconcile
 }
 
 type checkKey struct {
@@ -154,7 +153,6 @@ func (dp *dataplane) reconcile(ctx context.Context) {
 	dp.mu.Lock()
 	changedErr := msg != dp.lastErr
 	dp.lastErr = msg
-	dp.applied = desired
 	dp.mu.Unlock()
 	switch {
 	case err != nil && changedErr:

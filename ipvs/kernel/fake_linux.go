@@ -156,6 +156,26 @@ func (f *Fake) service(s *mobyipvs.Service) (*fakeService, mobyKey, error) {
 	return f.svcs[k], k, nil
 }
 
+// existing finds a service a command needs, ESRCH when there is none (the
+// kernel's answer for a missing service).
+func (f *Fake) existing(s *mobyipvs.Service) (*fakeService, error) {
+	fs, _, err := f.service(s)
+	if err == nil && fs == nil {
+		err = syscall.ESRCH
+	}
+	return fs, err
+}
+
+// existingDest finds a real server a command needs, ENOENT when there is
+// none.
+func (fs *fakeService) existingDest(d *mobyipvs.Destination) (int, error) {
+	i, _, err := fs.dest(d)
+	if err == nil && i < 0 {
+		err = syscall.ENOENT
+	}
+	return i, err
+}
+
 // NewService adds a service.
 func (f *Fake) NewService(s *mobyipvs.Service) error {
 	f.mu.Lock()
@@ -182,12 +202,9 @@ func (f *Fake) NewService(s *mobyipvs.Service) error {
 func (f *Fake) UpdateService(s *mobyipvs.Service) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
 	if err := checkSettings(s); err != nil {
 		return err
@@ -303,12 +320,9 @@ func checkDest(d *mobyipvs.Destination) error {
 func (f *Fake) NewDestination(s *mobyipvs.Service, d *mobyipvs.Destination) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
 	i, ap, err := fs.dest(d)
 	switch {
@@ -329,19 +343,13 @@ func (f *Fake) NewDestination(s *mobyipvs.Service, d *mobyipvs.Destination) erro
 func (f *Fake) UpdateDestination(s *mobyipvs.Service, d *mobyipvs.Destination) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
-	i, _, err := fs.dest(d)
-	switch {
-	case err != nil:
+	i, err := fs.existingDest(d)
+	if err != nil {
 		return err
-	case i < 0:
-		return syscall.ENOENT
 	}
 	if err := checkDest(d); err != nil {
 		return err
@@ -355,19 +363,13 @@ func (f *Fake) UpdateDestination(s *mobyipvs.Service, d *mobyipvs.Destination) e
 func (f *Fake) DelDestination(s *mobyipvs.Service, d *mobyipvs.Destination) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
-	i, _, err := fs.dest(d)
-	switch {
-	case err != nil:
+	i, err := fs.existingDest(d)
+	if err != nil {
 		return err
-	case i < 0:
-		return syscall.ENOENT
 	}
 	fs.dests = slices.Delete(fs.dests, i, i+1)
 	f.writes++
@@ -438,12 +440,9 @@ func (f *Fake) Writes() int {
 func (f *Fake) SetServiceStats(s *mobyipvs.Service, st mobyipvs.SvcStats) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
 	fs.stats = st
 	return nil
@@ -454,12 +453,9 @@ func (f *Fake) SetServiceStats(s *mobyipvs.Service, st mobyipvs.SvcStats) error 
 func (f *Fake) SetDestStats(s *mobyipvs.Service, d *mobyipvs.Destination, active, inact int, st mobyipvs.DstStats) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fs, _, err := f.service(s)
-	switch {
-	case err != nil:
+	fs, err := f.existing(s)
+	if err != nil {
 		return err
-	case fs == nil:
-		return syscall.ESRCH
 	}
 	i, _, err := fs.dest(d)
 	switch {

@@ -30,7 +30,12 @@ func ParsePASV(line string) (netip.AddrPort, bool) {
 // which must be an IPv4 (or IPv4-mapped) address with a non-zero port. The
 // text around the address is kept.
 func RewritePASV(line string, ap netip.AddrPort) (string, bool) {
-	start, end, ok := pasvSpan(line)
+	return rewriteSix(line, ap, pasvSpan)
+}
+
+// rewriteSix replaces the six-number address that span finds in line.
+func rewriteSix(line string, ap netip.AddrPort, span func(string) (int, int, bool)) (string, bool) {
+	start, end, ok := span(line)
 	if !ok {
 		return "", false
 	}
@@ -85,18 +90,7 @@ func ParsePORT(line string) (netip.AddrPort, bool) {
 // RewritePORT returns line with the address of its PORT command replaced by
 // ap, which must be an IPv4 (or IPv4-mapped) address with a non-zero port.
 func RewritePORT(line string, ap netip.AddrPort) (string, bool) {
-	start, end, ok := portSpan(line)
-	if !ok {
-		return "", false
-	}
-	if _, ok := parseSix(line[start:end]); !ok {
-		return "", false
-	}
-	six, ok := formatSix(ap)
-	if !ok {
-		return "", false
-	}
-	return line[:start] + six + line[end:], true
+	return rewriteSix(line, ap, portSpan)
 }
 
 // ParseEPRT parses a client command "EPRT |af|addr|port|" (RFC 2428): af 1
